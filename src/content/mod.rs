@@ -1,0 +1,2 @@
+mod digest;
+pub use digest::{Digest, Hasher, ParseDigestError};

@@ -1,0 +1,17 @@
+//! berth: containerd's core as single-shot command-line tools sharing one
+//! store directory and one SQLite metadata file, with no daemon.
+//!
+//! The module tree is the architecture: each core piece is one module with
+//! its own `Error` type, and every error can say which [`ErrorKind`] it is,
+//! so binaries map failures to stable exit codes in one place (`cli`).
+
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod distribution;
+pub mod image;
+pub mod metadata;
+pub mod plugin;
+
+mod kind;
+pub use kind::ErrorKind;
