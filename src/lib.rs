@@ -13,5 +13,7 @@ pub mod image;
 pub mod metadata;
 pub mod plugin;
 
+mod error;
 mod kind;
+pub use error::Error;
 pub use kind::ErrorKind;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Cold pull of a multi-layer image (>= 150 MB compressed) from a registry on
+# 127.0.0.1: berth-pull --no-unpack equivalent (blobs into the content
+# store) versus `skopeo copy docker://… oci:DIR`, alternating, in the same
+# run, on a tmpfs so the disk does not decide the result.
+#   bench/pull.sh [RUNS]      (default 5)
+# Prints each run, the medians and the ratio skopeo/berth (>1: berth faster).
+set -euo pipefail
+runs=${1:-5}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+"$top/scripts/install-deps.sh"
+cargo build --release --quiet --manifest-path "$top/Cargo.toml" --bin berth-pull
+pull=$top/target/release/berth-pull
+
+work=$(mktemp -d /tmp/berth-bench.XXXXXX)
+registry_pid=""
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  mountpoint -q "$work/fs" && umount "$work/fs"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/fs"
+mount -t tmpfs -o size=4g tmpfs "$work/fs"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/fs/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+
+echo "bench: building the test image" >&2
+"$here/make-image.sh" "$work/fs/layout" bench >/dev/null
+image=127.0.0.1:$port/bench/big:bench
+skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$image"
+size=$(du -sb "$work/fs/layout/blobs" | cut -f1)
+echo "bench: image $image, $((size / 1000000)) MB of blobs in the layout" >&2
+
+now() { date +%s.%N; }
+berth_times=(); skopeo_times=()
+for i in $(seq "$runs"); do
+  rm -rf "$work/fs/berth" "$work/fs/oci"
+  sync
+  t0=$(now); "$pull" -q --root "$work/fs/berth" "$image" >/dev/null; t1=$(now)
+  b=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+  t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$image" "oci:$work/fs/oci:bench"; t1=$(now)
+  s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+  berth_times+=("$b"); skopeo_times+=("$s")
+  printf 'run %d: berth-pull %.3fs  skopeo copy %.3fs\n' "$i" "$b" "$s"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+mb=$(median "${berth_times[@]}"); ms=$(median "${skopeo_times[@]}")
+printf 'median: berth-pull %.3fs  skopeo copy %.3fs  ratio skopeo/berth %.2fx\n' "$mb" "$ms" "$(awk -v s="$ms" -v b="$mb" 'BEGIN {print s / b}')"

@@ -1,0 +1,118 @@
+//! Pull progress on stderr: an indicatif bar per blob on a terminal, one
+//! plain line per event in CI logs, nothing with `-q`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{human_size, ProgressMode};
+use crate::content::Digest;
+use crate::image::{BlobKind, Observer};
+
+pub struct PullProgress {
+    prog: String,
+    mode: ProgressMode,
+    multi: MultiProgress,
+    bars: Mutex<HashMap<Digest, ProgressBar>>,
+}
+
+impl PullProgress {
+    pub fn new(prog: &str, mode: ProgressMode) -> PullProgress {
+        let target = match mode {
+            ProgressMode::Bars => ProgressDrawTarget::stderr(),
+            _ => ProgressDrawTarget::hidden(),
+        };
+        PullProgress {
+            prog: prog.to_string(),
+            mode,
+            multi: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        match self.mode {
+            ProgressMode::Lines => eprintln!("{}: {text}", self.prog),
+            ProgressMode::Bars => {
+                let _ = self.multi.println(text.to_string());
+            }
+            ProgressMode::Silent => {}
+        }
+    }
+
+    fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
+        self.bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
+    }
+}
+
+impl Observer for PullProgress {
+    fn resolved(&self, reference: &str, digest: &Digest, media_type: &str) {
+        self.line(format_args!(
+            "{reference}: resolved to {digest} ({media_type})"
+        ));
+    }
+
+    fn blob_started(&self, kind: BlobKind, digest: &Digest, size: u64, offset: u64) {
+        match self.mode {
+            ProgressMode::Lines => {
+                if offset > 0 {
+                    self.line(format_args!(
+                        "{kind} {}: resuming at {} of {}",
+                        digest.short(),
+                        human_size(offset),
+                        human_size(size)
+                    ));
+                } else {
+                    self.line(format_args!(
+                        "{kind} {}: downloading {}",
+                        digest.short(),
+                        human_size(size)
+                    ));
+                }
+            }
+            ProgressMode::Bars => {
+                let bar = self.multi.add(ProgressBar::new(size));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(format!("{kind:<8} {}", digest.short()));
+                bar.set_position(offset);
+                self.bars
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), bar);
+            }
+            ProgressMode::Silent => {}
+        }
+    }
+
+    fn blob_progress(&self, digest: &Digest, bytes: u64) {
+        if let Some(bar) = self.bar(digest) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn blob_finished(&self, digest: &Digest, fetched: u64) {
+        match self.bar(digest) {
+            Some(bar) => bar.finish(),
+            None => self.line(format_args!(
+                "{}: done, fetched {}",
+                digest.short(),
+                human_size(fetched)
+            )),
+        }
+    }
+
+    fn blob_present(&self, kind: BlobKind, digest: &Digest, _size: u64) {
+        self.line(format_args!("{kind} {}: already present", digest.short()));
+    }
+}

@@ -1,0 +1,237 @@
+//! `berth-pull`: fetch images from OCI and Docker v2 registries.
+
+use std::io::Read;
+
+use clap::{CommandFactory, Parser};
+
+use super::progress::PullProgress;
+use super::{exit, Format, GlobalArgs, ProgressMode};
+use crate::content::Store;
+use crate::distribution::{Client, ClientOptions, Credential, HostOptions, Reference};
+use crate::image::{self, Platform, PlatformChoice, PullOptions, PullResult};
+use crate::metadata::Db;
+use crate::Error;
+
+const AFTER_HELP: &str = "Examples:
+  berth-pull busybox                         docker.io/library/busybox:latest
+  berth-pull 127.0.0.1:5000/tiny:1.0         plain HTTP is automatic for loopback
+  berth-pull --platform linux/arm64 alpine   one platform of a multi-platform image
+  berth-pull -q --format json IMAGE | jq .   machine-readable result on stdout
+
+Progress goes to stderr: bars on a terminal, one line per event otherwise.";
+
+/// Pull images from an OCI or Docker v2 registry into the berth store.
+///
+/// Every blob is verified against its digest as it is stored; an
+/// interrupted pull resumes where it stopped; blobs already in the store
+/// are not downloaded again. The image record is written only once
+/// everything it needs is stored.
+#[derive(Debug, Parser)]
+#[command(name = "berth-pull", version, after_help = format!("{AFTER_HELP}\n\n{}", exit::EXIT_STATUS_HELP))]
+pub struct PullArgs {
+    /// Images to pull: NAME[:TAG][@DIGEST], e.g. busybox, host:5000/a/b:1.0
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Pull the image for this platform (os/arch[/variant]) instead of the host's
+    #[arg(long, value_name = "PLATFORM", conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Pull every platform of a multi-platform image
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// How many blobs to download at once [default: 3, or max_concurrent_downloads in the config]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_downloads: Option<u16>,
+    /// Credentials for the registry: USER or USER:PASSWORD
+    #[arg(short, long, value_name = "USER[:PASSWORD]")]
+    pub user: Option<String>,
+    /// Read the password for --user from standard input
+    #[arg(long, requires = "user")]
+    pub password_stdin: bool,
+    /// Speak plain HTTP to the registry (automatic for localhost and 127.0.0.0/8)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Accept any TLS certificate from the registry
+    #[arg(long)]
+    pub insecure: bool,
+    /// Print only the pulled images' digests on stdout, and no progress
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format for the result on stdout
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+pub fn command() -> clap::Command {
+    PullArgs::command()
+}
+
+/// Runs berth-pull and returns its exit code.
+pub fn main() -> i32 {
+    let args = PullArgs::parse();
+    let prog = "berth-pull";
+    let mut results = Vec::new();
+    let mut code = exit::SUCCESS;
+    match Session::open(&args) {
+        Err(e) => return super::report(prog, &e),
+        Ok(mut session) => {
+            for image in &args.images {
+                match session.pull(image, prog) {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        let c = super::report(prog, &e);
+                        if code == exit::SUCCESS {
+                            code = c;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    print_results(&args, &results);
+    code
+}
+
+fn print_results(args: &PullArgs, results: &[PullResult]) {
+    if args.format == Format::Json {
+        match serde_json::to_string_pretty(results) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("berth-pull: error: encoding result: {e}"),
+        }
+        return;
+    }
+    for r in results {
+        if args.quiet {
+            println!("{}", r.digest);
+        } else {
+            println!(
+                "{}: {} ({}; fetched {})",
+                r.name,
+                r.digest,
+                r.platforms.join(", "),
+                super::human_size(r.bytes_fetched)
+            );
+        }
+    }
+}
+
+struct Session<'a> {
+    args: &'a PullArgs,
+    client: Client,
+    store: Store,
+    db: Db,
+    opts: PullOptions,
+    mode: ProgressMode,
+}
+
+impl<'a> Session<'a> {
+    fn open(args: &'a PullArgs) -> Result<Session<'a>, Error> {
+        let (config, root) = args.global.load()?;
+        let platform = match (&args.platform, args.all_platforms) {
+            (_, true) => PlatformChoice::All,
+            (Some(p), false) => PlatformChoice::Only(p.parse::<Platform>().map_err(Error::Usage)?),
+            (None, false) => PlatformChoice::Host,
+        };
+        let credential = match &args.user {
+            None => None,
+            Some(user) => Some(credential(user, args.password_stdin)?),
+        };
+        let hosts = config
+            .registries
+            .iter()
+            .map(|(host, r)| {
+                (
+                    host.to_string(),
+                    HostOptions {
+                        plain_http: r.plain_http,
+                        insecure: r.insecure,
+                        ca_file: r.ca_file.clone(),
+                    },
+                )
+            })
+            .collect();
+        let client = Client::new(ClientOptions {
+            plain_http: args.plain_http,
+            insecure: args.insecure,
+            hosts,
+            credential,
+            debug: args.global.debug_enabled(),
+            ..ClientOptions::default()
+        })?;
+        // The content store creates the root (owner-only) before the database opens in it.
+        let store = Store::open(&root)?;
+        let db = Db::open(&root)?;
+        let max = args
+            .max_concurrent_downloads
+            .map(usize::from)
+            .unwrap_or(config.max_concurrent_downloads as usize);
+        Ok(Session {
+            args,
+            client,
+            store,
+            db,
+            opts: PullOptions {
+                platform,
+                max_concurrent_downloads: max,
+            },
+            mode: ProgressMode::detect(args.quiet),
+        })
+    }
+
+    fn pull(&mut self, image: &str, prog: &str) -> Result<PullResult, Error> {
+        let reference: Reference = image.parse()?;
+        let progress = PullProgress::new(prog, self.mode);
+        let result = image::pull(
+            &self.client,
+            &self.store,
+            &mut self.db,
+            &reference,
+            &self.opts,
+            &progress,
+        )?;
+        if self.mode == ProgressMode::Lines && !self.args.quiet {
+            eprintln!(
+                "{prog}: {}: pulled {} ({} fetched)",
+                result.name,
+                result.digest,
+                super::human_size(result.bytes_fetched)
+            );
+        }
+        Ok(result)
+    }
+}
+
+fn credential(user: &str, password_stdin: bool) -> Result<Credential, Error> {
+    let (name, inline) = match user.split_once(':') {
+        Some((n, p)) => (n, Some(p.to_string())),
+        None => (user, None),
+    };
+    if name.is_empty() {
+        return Err(Error::Usage("--user needs a user name".into()));
+    }
+    let password = match (inline, password_stdin) {
+        (Some(_), true) => {
+            return Err(Error::Usage(
+                "give the password either in --user or with --password-stdin, not both".into(),
+            ))
+        }
+        (Some(p), false) => p,
+        (None, true) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Error::Usage(format!("reading the password from stdin: {e}")))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            return Err(Error::Usage(
+                "--user needs a password: USER:PASSWORD, or --password-stdin".into(),
+            ))
+        }
+    };
+    Ok(Credential {
+        username: name.to_string(),
+        password,
+    })
+}

@@ -1,0 +1,564 @@
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::manifest::{self, ConfigHead, Descriptor, DocumentKind, Index, Manifest, Platform};
+use super::Error;
+use crate::content::{self, Digest, Store};
+use crate::distribution::{Client, Reference};
+use crate::metadata::{self, ContentRecord, Db, ImageRecord, Labels};
+use crate::ErrorKind;
+
+/// A pull that has not finished in this long is presumed dead; its lease
+/// stops protecting what it fetched.
+const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Default)]
+pub enum PlatformChoice {
+    /// The host's platform.
+    #[default]
+    Host,
+    Only(Platform),
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub platform: PlatformChoice,
+    pub max_concurrent_downloads: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: PlatformChoice::Host,
+            max_concurrent_downloads: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Index,
+    Manifest,
+    Config,
+    Layer,
+}
+
+impl fmt::Display for BlobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlobKind::Index => "index",
+            BlobKind::Manifest => "manifest",
+            BlobKind::Config => "config",
+            BlobKind::Layer => "layer",
+        })
+    }
+}
+
+/// Receives pull progress; the CLI turns it into bars or log lines. Called
+/// from download threads, hence `Sync`.
+pub trait Observer: Sync {
+    fn resolved(&self, _reference: &str, _digest: &Digest, _media_type: &str) {}
+    /// A blob download begins; `offset` > 0 when it resumes earlier data.
+    fn blob_started(&self, _kind: BlobKind, _digest: &Digest, _size: u64, _offset: u64) {}
+    fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
+    fn blob_finished(&self, _digest: &Digest, _fetched: u64) {}
+    /// The blob was already in the store; nothing was downloaded.
+    fn blob_present(&self, _kind: BlobKind, _digest: &Digest, _size: u64) {}
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PulledBlob {
+    pub kind: BlobKind,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// Bytes this pull downloaded for the blob (0 when already present).
+    pub fetched: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PullResult {
+    /// The image name recorded in the store.
+    pub name: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub platforms: Vec<String>,
+    /// Bytes downloaded by this pull: manifests plus blobs.
+    pub bytes_fetched: u64,
+    pub manifests: Vec<Digest>,
+    pub blobs: Vec<PulledBlob>,
+}
+
+struct Job {
+    kind: BlobKind,
+    desc: Descriptor,
+}
+
+/// Pulls `reference` into `store` and `db`. See the module docs for the
+/// order of writes that makes this safe to kill at any point.
+pub fn pull(
+    client: &Client,
+    store: &Store,
+    db: &mut Db,
+    reference: &Reference,
+    opts: &PullOptions,
+    observer: &dyn Observer,
+) -> Result<PullResult, Error> {
+    let ref_text = reference.to_string();
+    let invalid = |reason: String, kind: ErrorKind| Error::Invalid {
+        reference: ref_text.clone(),
+        reason,
+        kind,
+    };
+    let root = client
+        .get_manifest(reference)
+        .map_err(|source| Error::Resolve {
+            reference: ref_text.clone(),
+            source: Box::new(source),
+        })?;
+    observer.resolved(&ref_text, &root.digest, &root.media_type);
+    let mut bytes_fetched = root.bytes.len() as u64;
+
+    let lease = db.create_lease("pull", LEASE_TTL)?;
+    let mut records: Vec<ContentRecord> = Vec::new();
+    let mut manifests: Vec<(Digest, Manifest)> = Vec::new();
+    let root_kind = manifest::classify(&root.media_type)
+        .map_err(|reason| invalid(reason, ErrorKind::InvalidArgument))?;
+
+    let store_doc = |db: &mut Db, kind: BlobKind, digest: &Digest, bytes: &[u8]| {
+        db.lease_add(&lease, "content", &digest.to_string())?;
+        store
+            .write_blob(digest, bytes)
+            .map_err(|source| Error::Store {
+                what: kind,
+                digest: digest.clone(),
+                reference: ref_text.clone(),
+                source,
+            })
+    };
+
+    match root_kind {
+        DocumentKind::Manifest => {
+            let m = parse_manifest(&ref_text, &root.digest, &root.bytes)?;
+            store_doc(db, BlobKind::Manifest, &root.digest, &root.bytes)?;
+            manifests.push((root.digest.clone(), m));
+        }
+        DocumentKind::Index => {
+            let index: Index = serde_json::from_slice(&root.bytes).map_err(|e| {
+                invalid(
+                    format!("index {}: malformed JSON: {e}", root.digest.short()),
+                    ErrorKind::InvalidArgument,
+                )
+            })?;
+            store_doc(db, BlobKind::Index, &root.digest, &root.bytes)?;
+            let chosen = choose_manifests(&index, &opts.platform)
+                .map_err(|reason| invalid(reason, ErrorKind::NotFound))?;
+            let mut labels = Labels::new();
+            for (i, desc) in chosen.iter().enumerate() {
+                let doc = client
+                    .get_manifest_by_digest(reference, &desc.digest)
+                    .map_err(|source| Error::Fetch {
+                        what: BlobKind::Manifest,
+                        digest: desc.digest.clone(),
+                        reference: ref_text.clone(),
+                        source: Box::new(source),
+                    })?;
+                bytes_fetched += doc.bytes.len() as u64;
+                if manifest::classify(&doc.media_type) != Ok(DocumentKind::Manifest) {
+                    return Err(invalid(
+                        format!(
+                            "index entry {} is not an image manifest ({})",
+                            desc.digest.short(),
+                            doc.media_type
+                        ),
+                        ErrorKind::InvalidArgument,
+                    ));
+                }
+                let m = parse_manifest(&ref_text, &desc.digest, &doc.bytes)?;
+                store_doc(db, BlobKind::Manifest, &desc.digest, &doc.bytes)?;
+                labels.insert(
+                    format!("containerd.io/gc.ref.content.m.{i}"),
+                    desc.digest.to_string(),
+                );
+                records.push(ContentRecord {
+                    digest: desc.digest.clone(),
+                    size: doc.bytes.len() as u64,
+                    media_type: Some(doc.media_type.clone()),
+                    labels: Labels::new(),
+                });
+                manifests.push((desc.digest.clone(), m));
+            }
+            records.push(ContentRecord {
+                digest: root.digest.clone(),
+                size: root.bytes.len() as u64,
+                media_type: Some(root.media_type.clone()),
+                labels,
+            });
+        }
+    }
+
+    // Every blob once, configs first so a bad config fails before the
+    // big layers are fetched.
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, m) in &manifests {
+        if seen.insert(m.config.digest.clone()) {
+            if m.config.size > manifest::MAX_CONFIG_SIZE {
+                return Err(invalid(
+                    format!(
+                        "config {} is {} bytes, more than the {} a config may have",
+                        m.config.digest.short(),
+                        m.config.size,
+                        manifest::MAX_CONFIG_SIZE
+                    ),
+                    ErrorKind::InvalidArgument,
+                ));
+            }
+            jobs.push(Job {
+                kind: BlobKind::Config,
+                desc: m.config.clone(),
+            });
+        }
+    }
+    for (_, m) in &manifests {
+        for layer in &m.layers {
+            if seen.insert(layer.digest.clone()) {
+                jobs.push(Job {
+                    kind: BlobKind::Layer,
+                    desc: layer.clone(),
+                });
+            }
+        }
+    }
+    db.write(|tx| {
+        for job in &jobs {
+            metadata::add_resource(tx, &lease, "content", &job.desc.digest.to_string())?;
+        }
+        Ok(())
+    })?;
+
+    let fetched = fetch_all(client, store, reference, &jobs, opts, observer)?;
+    bytes_fetched += fetched.iter().map(|b| b.fetched).sum::<u64>();
+
+    let mut platforms = Vec::new();
+    for (digest, m) in &manifests {
+        let config = read_config(store, &ref_text, &m.config)?;
+        let platform = Platform {
+            architecture: config.architecture.clone(),
+            os: config.os.clone(),
+            variant: config.variant.clone(),
+        };
+        if let (DocumentKind::Manifest, PlatformChoice::Only(want)) = (root_kind, &opts.platform) {
+            if !want.matches(&platform) {
+                return Err(invalid(
+                    format!("image is for {platform}, not the requested {want}"),
+                    ErrorKind::NotFound,
+                ));
+            }
+        }
+        if config.rootfs.diff_ids.len() != m.layers.len() {
+            return Err(invalid(
+                format!(
+                    "manifest {} lists {} layers but its config has {} diff_ids",
+                    digest.short(),
+                    m.layers.len(),
+                    config.rootfs.diff_ids.len()
+                ),
+                ErrorKind::InvalidArgument,
+            ));
+        }
+        platforms.push(platform.to_string());
+        let mut labels = Labels::new();
+        labels.insert(
+            "containerd.io/gc.ref.content.config".to_string(),
+            m.config.digest.to_string(),
+        );
+        for (i, layer) in m.layers.iter().enumerate() {
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest.to_string(),
+            );
+        }
+        let media_type = m.media_type.clone().unwrap_or_else(|| {
+            if *digest == root.digest {
+                root.media_type.clone()
+            } else {
+                manifest::OCI_MANIFEST.to_string()
+            }
+        });
+        records.push(ContentRecord {
+            digest: digest.clone(),
+            size: store.size(digest).ok().flatten().unwrap_or_default(),
+            media_type: Some(media_type),
+            labels,
+        });
+    }
+    for job in &jobs {
+        records.push(ContentRecord {
+            digest: job.desc.digest.clone(),
+            size: job.desc.size,
+            media_type: Some(job.desc.media_type.clone()),
+            labels: Labels::new(),
+        });
+    }
+
+    let name = image_name(reference, &root.digest);
+    let image = ImageRecord {
+        name: name.clone(),
+        media_type: root.media_type.clone(),
+        digest: root.digest.clone(),
+        size: root.bytes.len() as u64,
+        labels: Labels::new(),
+        created_ns: 0,
+        updated_ns: 0,
+    };
+    db.write(|tx| {
+        for rec in &records {
+            metadata::put_content(tx, rec)?;
+        }
+        metadata::put_image(tx, &image)?;
+        metadata::delete_lease(tx, &lease)
+    })?;
+
+    Ok(PullResult {
+        name,
+        digest: root.digest.clone(),
+        media_type: root.media_type.clone(),
+        size: root.bytes.len() as u64,
+        platforms,
+        bytes_fetched,
+        manifests: manifests.iter().map(|(d, _)| d.clone()).collect(),
+        blobs: fetched,
+    })
+}
+
+/// The name a pulled image is recorded under: `registry/repo:tag`, or
+/// `registry/repo@digest` when pulled by digest alone.
+fn image_name(reference: &Reference, digest: &Digest) -> String {
+    match &reference.tag {
+        Some(tag) => format!("{}:{tag}", reference.name()),
+        None => format!("{}@{digest}", reference.name()),
+    }
+}
+
+fn parse_manifest(reference: &str, digest: &Digest, bytes: &[u8]) -> Result<Manifest, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Invalid {
+        reference: reference.to_string(),
+        reason: format!("manifest {}: malformed: {e}", digest.short()),
+        kind: ErrorKind::InvalidArgument,
+    })
+}
+
+fn read_config(store: &Store, reference: &str, desc: &Descriptor) -> Result<ConfigHead, Error> {
+    let bytes = store.read(&desc.digest).map_err(|source| Error::Store {
+        what: BlobKind::Config,
+        digest: desc.digest.clone(),
+        reference: reference.to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
+        reference: reference.to_string(),
+        reason: format!("config {}: malformed: {e}", desc.digest.short()),
+        kind: ErrorKind::InvalidArgument,
+    })
+}
+
+fn choose_manifests<'a>(
+    index: &'a Index,
+    choice: &PlatformChoice,
+) -> Result<Vec<&'a Descriptor>, String> {
+    let images: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| manifest::classify(&d.media_type) == Ok(DocumentKind::Manifest))
+        // Attestation manifests (buildkit's "unknown/unknown") are not images.
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_none_or(|p| p.os != "unknown" && p.architecture != "unknown")
+        })
+        .collect();
+    let want = match choice {
+        PlatformChoice::All => return Ok(images),
+        PlatformChoice::Host => Platform::host(),
+        PlatformChoice::Only(p) => p.clone(),
+    };
+    if let Some(found) = images
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
+    {
+        return Ok(vec![found]);
+    }
+    let available: Vec<String> = images
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    Err(format!(
+        "no image for platform {want} in the index (it has: {})",
+        if available.is_empty() {
+            "no platform-tagged images".to_string()
+        } else {
+            available.join(", ")
+        }
+    ))
+}
+
+/// Downloads every job's blob with at most `max_concurrent_downloads`
+/// threads. The first failure stops new downloads from starting; blobs
+/// already committed stay (they are verified, and the lease holds them).
+fn fetch_all(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    jobs: &[Job],
+    opts: &PullOptions,
+    observer: &dyn Observer,
+) -> Result<Vec<PulledBlob>, Error> {
+    let queue: Mutex<VecDeque<usize>> = Mutex::new((0..jobs.len()).collect());
+    let results: Mutex<BTreeMap<usize, PulledBlob>> = Mutex::new(BTreeMap::new());
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let workers = opts.max_concurrent_downloads.clamp(1, jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Some(i) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+                    return;
+                };
+                match fetch_one(client, store, reference, &jobs[i], observer) {
+                    Ok(blob) => {
+                        results
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(i, blob);
+                    }
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        failure
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_values()
+        .collect())
+}
+
+fn fetch_one(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    job: &Job,
+    observer: &dyn Observer,
+) -> Result<PulledBlob, Error> {
+    let desc = &job.desc;
+    let store_err = |source: content::Error| Error::Store {
+        what: job.kind,
+        digest: desc.digest.clone(),
+        reference: reference.to_string(),
+        source,
+    };
+    let done = |fetched| PulledBlob {
+        kind: job.kind,
+        digest: desc.digest.clone(),
+        media_type: desc.media_type.clone(),
+        size: desc.size,
+        fetched,
+    };
+    if store.size(&desc.digest).map_err(store_err)? == Some(desc.size) {
+        observer.blob_present(job.kind, &desc.digest, desc.size);
+        return Ok(done(0));
+    }
+    let mut writer = store.writer(&desc.digest.to_string()).map_err(store_err)?;
+    // Another process may have committed it while we waited for the lock.
+    if store.size(&desc.digest).map_err(store_err)? == Some(desc.size) {
+        observer.blob_present(job.kind, &desc.digest, desc.size);
+        return Ok(done(0));
+    }
+    if writer.offset() > desc.size {
+        writer.reset().map_err(store_err)?;
+    }
+    let offset = writer.offset();
+    observer.blob_started(job.kind, &desc.digest, desc.size, offset);
+    let fetched = AtomicU64::new(0);
+    if offset < desc.size {
+        client
+            .fetch_blob(reference, &desc.digest, offset, &mut writer, &mut |n| {
+                fetched.fetch_add(n, Ordering::Relaxed);
+                observer.blob_progress(&desc.digest, n);
+            })
+            .map_err(|source| Error::Fetch {
+                what: job.kind,
+                digest: desc.digest.clone(),
+                reference: reference.to_string(),
+                source: Box::new(source),
+            })?;
+    }
+    writer.commit(desc.size, &desc.digest).map_err(store_err)?;
+    let fetched = fetched.into_inner();
+    observer.blob_finished(&desc.digest, fetched);
+    Ok(done(fetched))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(platform: Option<&str>) -> Descriptor {
+        Descriptor {
+            media_type: manifest::OCI_MANIFEST.to_string(),
+            digest: Digest::of(platform.unwrap_or("none").as_bytes()),
+            size: 1,
+            platform: platform.map(|p| p.parse().unwrap()),
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn index_platform_selection() {
+        let index = Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: vec![
+                desc(Some("linux/amd64")),
+                desc(Some("linux/arm64/v8")),
+                desc(Some("unknown/unknown")),
+            ],
+        };
+        let arm = PlatformChoice::Only("linux/arm64".parse().unwrap());
+        assert_eq!(
+            choose_manifests(&index, &arm).unwrap()[0],
+            &index.manifests[1]
+        );
+        assert_eq!(
+            choose_manifests(&index, &PlatformChoice::All)
+                .unwrap()
+                .len(),
+            2
+        );
+        let s390 = PlatformChoice::Only("linux/s390x".parse().unwrap());
+        let err = choose_manifests(&index, &s390).unwrap_err();
+        assert!(err.contains("linux/amd64, linux/arm64/v8"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+use rusqlite::TransactionBehavior;
+
+use super::{Db, Error, Result};
+
+/// Forward migrations, applied in order. Entry `i` takes the schema from
+/// version `i` to `i + 1`. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: images, content and leases.
+    r#"
+    CREATE TABLE images (
+        name        TEXT PRIMARY KEY,
+        media_type  TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_ns  INTEGER NOT NULL,
+        updated_ns  INTEGER NOT NULL
+    );
+    CREATE INDEX images_digest ON images(digest);
+    CREATE TABLE content (
+        digest      TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        media_type  TEXT,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_ns  INTEGER NOT NULL,
+        updated_ns  INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        id          TEXT PRIMARY KEY,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_ns  INTEGER NOT NULL,
+        expires_ns  INTEGER
+    );
+    CREATE TABLE lease_resources (
+        lease_id    TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+        kind        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        PRIMARY KEY (lease_id, kind, key)
+    );
+    "#,
+];
+
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(db: &mut Db) -> Result<()> {
+    let path = db.path.clone();
+    let ctx = |source| Error::Sqlite {
+        path: path.clone(),
+        source,
+    };
+    // Cheap check first so the common case takes no write lock.
+    let found: i64 = db
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(ctx)?;
+    if found == VERSION {
+        return Ok(());
+    }
+    let tx = db
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(ctx)?;
+    // Re-read under the lock: another process may have migrated meanwhile.
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(ctx)?;
+    if found > VERSION {
+        return Err(Error::TooNew {
+            path: path.clone(),
+            found,
+            known: VERSION,
+        });
+    }
+    for step in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(step).map_err(ctx)?;
+    }
+    tx.pragma_update(None, "user_version", VERSION)
+        .map_err(ctx)?;
+    tx.commit().map_err(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_store_gets_current_version_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let v: i64 = db
+            .read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(v, VERSION);
+        drop(db);
+        Db::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        db.read(|c| c.pragma_update(None, "user_version", VERSION + 1))
+            .unwrap();
+        drop(db);
+        let err = Db::open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn concurrent_first_opens_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| Db::open(dir.path()).unwrap());
+            }
+        });
+        Db::open(dir.path()).unwrap();
+    }
+}
