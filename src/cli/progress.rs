@@ -101,11 +101,11 @@ impl Observer for PullProgress {
         }
     }
 
-    fn blob_finished(&self, digest: &Digest, fetched: u64) {
+    fn blob_finished(&self, kind: BlobKind, digest: &Digest, fetched: u64) {
         match self.bar(digest) {
             Some(bar) => bar.finish(),
             None => self.line(format_args!(
-                "{}: done, fetched {}",
+                "{kind} {}: done, fetched {}",
                 digest.short(),
                 human_size(fetched)
             )),

@@ -68,7 +68,7 @@ pub trait Observer: Sync {
     /// A blob download begins; `offset` > 0 when it resumes earlier data.
     fn blob_started(&self, _kind: BlobKind, _digest: &Digest, _size: u64, _offset: u64) {}
     fn blob_progress(&self, _digest: &Digest, _bytes: u64) {}
-    fn blob_finished(&self, _digest: &Digest, _fetched: u64) {}
+    fn blob_finished(&self, _kind: BlobKind, _digest: &Digest, _fetched: u64) {}
     /// The blob was already in the store; nothing was downloaded.
     fn blob_present(&self, _kind: BlobKind, _digest: &Digest, _size: u64) {}
 }
@@ -517,7 +517,7 @@ fn fetch_one(
     }
     writer.commit(desc.size, &desc.digest).map_err(store_err)?;
     let fetched = fetched.into_inner();
-    observer.blob_finished(&desc.digest, fetched);
+    observer.blob_finished(job.kind, &desc.digest, fetched);
     Ok(done(fetched))
 }
 
