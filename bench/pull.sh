@@ -16,8 +16,11 @@ pull=$top/target/release/berth-pull
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 registry_pid=""
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
-  mountpoint -q "$work/fs" && umount "$work/fs"
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
+  if mountpoint -q "$work/fs"; then umount "$work/fs"; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
