@@ -27,7 +27,10 @@ fn readme_documents_every_exit_code() {
 #[test]
 fn readme_opens_with_the_two_commands() {
     let readme = readme();
-    let block = readme.split("```sh").nth(1).expect("a sh block near the top");
+    let block = readme
+        .split("```sh")
+        .nth(1)
+        .expect("a sh block near the top");
     let block = block.split("```").next().unwrap();
     for script in ["scripts/demo.sh", "scripts/test.sh"] {
         assert!(block.contains(script), "first command block lacks {script}");
