@@ -1,4 +1,4 @@
-use crate::{config, content, distribution, image, metadata, ErrorKind};
+use crate::{config, content, distribution, image, metadata, snapshot, ErrorKind};
 
 /// Any berth library error. Each module keeps its own error type with the
 /// context a user needs; this enum only gathers them so a binary has one
@@ -15,6 +15,8 @@ pub enum Error {
     Distribution(#[from] Box<distribution::Error>),
     #[error(transparent)]
     Image(#[from] image::Error),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
     Usage(String),
@@ -28,6 +30,7 @@ impl Error {
             Error::Metadata(e) => e.kind(),
             Error::Distribution(e) => e.kind(),
             Error::Image(e) => e.kind(),
+            Error::Snapshot(e) => e.kind(),
             Error::Usage(_) => ErrorKind::InvalidArgument,
         }
     }

@@ -7,6 +7,7 @@
 pub mod exit;
 pub mod progress;
 pub mod pull;
+pub mod snapshot;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,6 +73,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
     vec![
         ("berth", crate::plugin::dispatch::command()),
         ("berth-pull", pull::command()),
+        ("berth-snapshot", snapshot::command()),
     ]
 }
 

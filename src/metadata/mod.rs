@@ -20,9 +20,14 @@
 mod images;
 mod leases;
 mod schema;
+mod snapshots;
 
 pub use images::{put_content, put_image, ContentRecord, ImageRecord};
 pub use leases::{add_resource, delete_lease, Lease};
+pub use snapshots::{
+    allocate_snapshot_id, commit_snapshot, delete_snapshot, insert_snapshot, set_snapshot_labels,
+    snapshot_chain, snapshot_children, snapshot_record, snapshot_records, SnapshotRecord,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -38,6 +38,33 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lease_id, kind, key)
     );
     "#,
+    // 2: snapshots of every snapshotter, and each snapshotter's id counter.
+    // A snapshot's data lives in <root>/snapshots/<snapshotter>/<id>/; ids
+    // are short numbers that are never reused, so a directory left by a
+    // crashed process can never be mistaken for a newer snapshot's. The
+    // foreign key makes SQLite itself refuse to drop a parent with children.
+    r#"
+    CREATE TABLE snapshots (
+        snapshotter TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        id          INTEGER NOT NULL,
+        parent      TEXT,
+        kind        TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_ns  INTEGER NOT NULL,
+        updated_ns  INTEGER NOT NULL,
+        size        INTEGER,
+        inodes      INTEGER,
+        PRIMARY KEY (snapshotter, key),
+        UNIQUE (snapshotter, id),
+        FOREIGN KEY (snapshotter, parent) REFERENCES snapshots (snapshotter, key)
+    );
+    CREATE INDEX snapshots_parent ON snapshots(snapshotter, parent);
+    CREATE TABLE snapshot_ids (
+        snapshotter TEXT PRIMARY KEY,
+        last_id     INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,5 +1,6 @@
 //! Init probes of the plugins compiled in so far. Each checks only what the
-//! host must offer and creates nothing.
+//! host must offer and creates nothing, except the overlayfs probe's
+//! scratch mount, which it removes before returning.
 
 use std::io;
 use std::path::Path;
@@ -31,6 +32,23 @@ pub(super) fn metadata_sqlite(ctx: &InitContext) -> Result<(), String> {
 /// registry answers is a question for each pull, not for startup.
 pub(super) fn distribution_registry(ctx: &InitContext) -> Result<(), String> {
     ctx.check_keys(&[])
+}
+
+/// `snapshotter/overlayfs`: a real overlay mount must work on the
+/// filesystem the snapshots would live on. This probe alone makes (and
+/// removes at once) a scratch directory and a mount in it: whether the
+/// kernel, the filesystem and our privileges allow overlay cannot be told
+/// without trying.
+pub(super) fn snapshotter_overlayfs(ctx: &InitContext) -> Result<(), String> {
+    ctx.check_keys(&[])?;
+    crate::snapshot::Overlay::probe(ctx.root)
+}
+
+/// `snapshotter/native`: plain directories and file copies; the store root
+/// must be usable.
+pub(super) fn snapshotter_native(ctx: &InitContext) -> Result<(), String> {
+    ctx.check_keys(&[])?;
+    root_usable(ctx.root)
 }
 
 fn sqlite_new_enough(number: i32, text: &str) -> Result<(), String> {

@@ -6,8 +6,7 @@ use super::{PluginKind, PluginSpec};
 
 /// Every compiled-in plugin, in the order they are probed and listed.
 ///
-/// To add a plugin (the snapshotters `overlayfs` and `native`, the runtimes
-/// `berth`, `runc` and `crun` are next):
+/// To add a plugin (the runtimes `berth`, `runc` and `crun` are next):
 ///
 /// 1. Write its probe, `fn(&InitContext) -> Result<(), String>`, next to the
 ///    implementation (e.g. `pub fn probe` in `src/snapshot/overlay/`): check
@@ -43,6 +42,21 @@ static REGISTRY: &[PluginSpec] = &[
         description: "OCI distribution client: resolve, pull and push",
         capabilities: &["oci", "docker-v2", "auth-basic", "auth-bearer", "resume"],
         init: probe::distribution_registry,
+    },
+    PluginSpec {
+        kind: PluginKind::Snapshotter,
+        id: "overlayfs",
+        description:
+            "layers as overlayfs lower dirs: prepare is two mkdirs, mounts need CAP_SYS_ADMIN",
+        capabilities: &["overlay-whiteouts", "cheap-prepare", "long-chains", "views"],
+        init: probe::snapshotter_overlayfs,
+    },
+    PluginSpec {
+        kind: PluginKind::Snapshotter,
+        id: "native",
+        description: "layers as full directory copies (reflinked where possible), any filesystem",
+        capabilities: &["delete-whiteouts", "reflink", "any-filesystem", "views"],
+        init: probe::snapshotter_native,
     },
 ];
 
