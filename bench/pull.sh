@@ -54,7 +54,7 @@ berth_times=(); skopeo_times=()
 for i in $(seq "$runs"); do
   rm -rf "$work/fs/berth" "$work/fs/oci"
   sync
-  t0=$(now); "$pull" -q --root "$work/fs/berth" "$image" >/dev/null; t1=$(now)
+  t0=$(now); "$pull" -q --no-unpack --root "$work/fs/berth" "$image" >/dev/null; t1=$(now)
   b=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
   t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$image" "oci:$work/fs/oci:bench"; t1=$(now)
   s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')

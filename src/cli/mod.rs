@@ -77,6 +77,48 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
     ]
 }
 
+/// The snapshotter `explicit` or the config names, checked with its probe.
+/// When none is named and the default cannot work here (no overlay mounts),
+/// native stands in, with a note on stderr.
+pub fn open_snapshotter(
+    prog: &str,
+    explicit: Option<&str>,
+    config: &Config,
+    root: &std::path::Path,
+    debug: bool,
+) -> Result<Box<dyn crate::snapshot::Snapshotter>, crate::Error> {
+    use crate::plugin::{self, PluginKind};
+    use crate::snapshot;
+    let name = explicit.unwrap_or(&config.default_snapshotter).to_string();
+    let probe = |name: &str| -> Result<Option<String>, crate::Error> {
+        let spec = plugin::find(PluginKind::Snapshotter, name).ok_or_else(|| {
+            snapshot::Error::UnknownSnapshotter {
+                name: name.to_string(),
+            }
+        })?;
+        Ok(spec.probe(root, config).error)
+    };
+    let mut chosen = name.clone();
+    if let Some(reason) = probe(&name)? {
+        if explicit.is_some() || name == "native" {
+            return Err(snapshot::Error::Unavailable { name, reason }.into());
+        }
+        eprintln!("{prog}: note: snapshotter {name} cannot work here ({reason}); using native");
+        if let Some(reason) = probe("native")? {
+            return Err(snapshot::Error::Unavailable {
+                name: "native".into(),
+                reason,
+            }
+            .into());
+        }
+        chosen = "native".into();
+    }
+    if debug {
+        eprintln!("{prog}: snapshotter {chosen}, store {}", root.display());
+    }
+    Ok(snapshot::open(root, &chosen)?)
+}
+
 /// Prints `prog: error: <message>` with the error's cause chain and returns
 /// the exit code for it.
 pub fn report(prog: &str, err: &crate::Error) -> i32 {

@@ -10,6 +10,7 @@ use crate::content::Store;
 use crate::distribution::{Client, ClientOptions, Credential, HostOptions, Reference};
 use crate::image::{self, Platform, PlatformChoice, PullOptions, PullResult};
 use crate::metadata::Db;
+use crate::snapshot::Snapshotter;
 use crate::Error;
 
 const AFTER_HELP: &str = "Examples:
@@ -24,8 +25,10 @@ Progress goes to stderr: bars on a terminal, one line per event otherwise.";
 ///
 /// Every blob is verified against its digest as it is stored; an
 /// interrupted pull resumes where it stopped; blobs already in the store
-/// are not downloaded again. The image record is written only once
-/// everything it needs is stored.
+/// are not downloaded again. Layers are unpacked into committed snapshots
+/// named by chain ID while they download, so images sharing a base share
+/// its snapshots. The image record is written only once everything it
+/// needs is stored.
 #[derive(Debug, Parser)]
 #[command(name = "berth-pull", version, after_help = format!("{AFTER_HELP}\n\n{}", exit::EXIT_STATUS_HELP))]
 pub struct PullArgs {
@@ -41,6 +44,12 @@ pub struct PullArgs {
     /// How many blobs to download at once [default: 3, or max_concurrent_downloads in the config]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_downloads: Option<u16>,
+    /// Unpack the layers into this snapshotter [default: default_snapshotter from the config, overlayfs; native where overlay mounts do not work]
+    #[arg(long, value_name = "NAME", conflicts_with = "no_unpack")]
+    pub snapshotter: Option<String>,
+    /// Only fetch the blobs into the content store; do not unpack
+    #[arg(long)]
+    pub no_unpack: bool,
     /// Credentials for the registry: USER or USER:PASSWORD
     #[arg(short, long, value_name = "USER[:PASSWORD]")]
     pub user: Option<String>,
@@ -105,8 +114,15 @@ fn print_results(args: &PullArgs, results: &[PullResult]) {
         if args.quiet {
             println!("{}", r.digest);
         } else {
+            let unpacked = match &r.unpacked {
+                Some(x) => format!(
+                    "; unpacked {} new layer(s) into {}",
+                    x.layers_unpacked, x.snapshotter
+                ),
+                None => String::new(),
+            };
             println!(
-                "{}: {} ({}; fetched {})",
+                "{}: {} ({}; fetched {}{unpacked})",
                 r.name,
                 r.digest,
                 r.platforms.join(", "),
@@ -122,6 +138,7 @@ struct Session<'a> {
     store: Store,
     db: Db,
     opts: PullOptions,
+    snapshotter: Option<Box<dyn Snapshotter>>,
     mode: ProgressMode,
 }
 
@@ -162,6 +179,17 @@ impl<'a> Session<'a> {
         // The content store creates the root (owner-only) before the database opens in it.
         let store = Store::open(&root)?;
         let db = Db::open(&root)?;
+        let snapshotter = if args.no_unpack {
+            None
+        } else {
+            Some(super::open_snapshotter(
+                "berth-pull",
+                args.snapshotter.as_deref(),
+                &config,
+                &root,
+                args.global.debug_enabled(),
+            )?)
+        };
         let max = args
             .max_concurrent_downloads
             .map(usize::from)
@@ -175,6 +203,7 @@ impl<'a> Session<'a> {
                 platform,
                 max_concurrent_downloads: max,
             },
+            snapshotter,
             mode: ProgressMode::detect(args.quiet),
         })
     }
@@ -188,6 +217,7 @@ impl<'a> Session<'a> {
             &mut self.db,
             &reference,
             &self.opts,
+            self.snapshotter.as_deref(),
             &progress,
         )?;
         if self.mode == ProgressMode::Lines && !self.args.quiet {

@@ -8,7 +8,6 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 
 use super::{exit, Format, GlobalArgs};
-use crate::plugin::{self, PluginKind};
 use crate::snapshot::{self, mount, Filter, Info, Kind, Labels, Mount, Snapshotter, Usage};
 use crate::Error;
 
@@ -275,41 +274,15 @@ fn run(args: &SnapshotArgs) -> Result<i32, Error> {
     Ok(exit::SUCCESS)
 }
 
-/// The snapshotter the flags and config name, checked with its probe. When
-/// none is named and the default cannot work here, native stands in.
 fn open(args: &SnapshotArgs) -> Result<Box<dyn Snapshotter>, Error> {
     let (config, root) = args.global.load()?;
-    let (name, explicit) = match &args.snapshotter {
-        Some(name) => (name.clone(), true),
-        None => (config.default_snapshotter.clone(), false),
-    };
-    let probe = |name: &str| -> Result<Option<String>, Error> {
-        let spec = plugin::find(PluginKind::Snapshotter, name).ok_or_else(|| {
-            snapshot::Error::UnknownSnapshotter {
-                name: name.to_string(),
-            }
-        })?;
-        Ok(spec.probe(&root, &config).error)
-    };
-    let mut chosen = name.clone();
-    if let Some(reason) = probe(&name)? {
-        if explicit || name == "native" {
-            return Err(snapshot::Error::Unavailable { name, reason }.into());
-        }
-        eprintln!("{PROG}: note: snapshotter {name} cannot work here ({reason}); using native");
-        if let Some(reason) = probe("native")? {
-            return Err(snapshot::Error::Unavailable {
-                name: "native".into(),
-                reason,
-            }
-            .into());
-        }
-        chosen = "native".into();
-    }
-    if args.global.debug_enabled() {
-        eprintln!("{PROG}: snapshotter {chosen}, store {}", root.display());
-    }
-    Ok(snapshot::open(&root, &chosen)?)
+    super::open_snapshotter(
+        PROG,
+        args.snapshotter.as_deref(),
+        &config,
+        &root,
+        args.global.debug_enabled(),
+    )
 }
 
 fn remove(sn: &dyn Snapshotter, keys: &[String], json: bool) -> Result<i32, Error> {

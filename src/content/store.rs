@@ -184,6 +184,13 @@ impl Writer {
         self.offset
     }
 
+    /// A second, read-only descriptor on the data being written, for a
+    /// reader in this process that consumes the blob while it arrives. It
+    /// stays valid after [`Writer::commit`] renames the file.
+    pub fn reopen(&self) -> Result<File> {
+        File::open(&self.data_path).map_err(io_err(&self.data_path))
+    }
+
     /// Throws away the partial data, e.g. when it is longer than the blob
     /// it is meant to become.
     pub fn reset(&mut self) -> Result<()> {

@@ -9,11 +9,18 @@
 //! cannot take it, and a killed pull leaves no image pointing at missing
 //! blobs.
 
+mod extract;
+mod follow;
 pub mod manifest;
 mod pull;
+pub mod unpack;
 
+pub use extract::{chain_ids, Extracted};
 pub use manifest::{Descriptor, Platform};
-pub use pull::{pull, BlobKind, Observer, PlatformChoice, PullOptions, PullResult, PulledBlob};
+pub use pull::{
+    pull, BlobKind, Observer, PlatformChoice, PullOptions, PullResult, PulledBlob,
+    UNPACKED_LABEL_PREFIX,
+};
 
 use crate::content::Digest;
 use crate::{content, distribution, metadata, ErrorKind};
@@ -50,6 +57,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Metadata(#[from] metadata::Error),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::Error),
 }
 
 impl Error {
@@ -59,6 +68,7 @@ impl Error {
             Error::Store { source, .. } => source.kind(),
             Error::Invalid { kind, .. } => *kind,
             Error::Metadata(e) => e.kind(),
+            Error::Snapshot(e) => e.kind(),
         }
     }
 }

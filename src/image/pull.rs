@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::extract::{self, Extracted};
+use super::follow::Follow;
 use super::manifest::{self, ConfigHead, Descriptor, DocumentKind, Index, Manifest, Platform};
 use super::Error;
 use crate::content::{self, Digest, Store};
 use crate::distribution::{Client, Reference};
 use crate::metadata::{self, ContentRecord, Db, ImageRecord, Labels};
+use crate::snapshot::Snapshotter;
 use crate::ErrorKind;
 
 /// A pull that has not finished in this long is presumed dead; its lease
@@ -95,7 +98,13 @@ pub struct PullResult {
     pub bytes_fetched: u64,
     pub manifests: Vec<Digest>,
     pub blobs: Vec<PulledBlob>,
+    /// Where the layers were unpacked, unless the pull was told not to.
+    pub unpacked: Option<Extracted>,
 }
+
+/// Image label naming the top snapshot the image was unpacked into, one
+/// per snapshotter: `berth.io/unpacked.<snapshotter>` = chain ID.
+pub const UNPACKED_LABEL_PREFIX: &str = "berth.io/unpacked.";
 
 struct Job {
     kind: BlobKind,
@@ -110,6 +119,7 @@ pub fn pull(
     db: &mut Db,
     reference: &Reference,
     opts: &PullOptions,
+    unpack_into: Option<&dyn Snapshotter>,
     observer: &dyn Observer,
 ) -> Result<PullResult, Error> {
     let ref_text = reference.to_string();
@@ -130,6 +140,9 @@ pub fn pull(
     let lease = db.create_lease("pull", LEASE_TTL)?;
     let mut records: Vec<ContentRecord> = Vec::new();
     let mut manifests: Vec<(Digest, Manifest)> = Vec::new();
+    // The platform of each manifest as the index states it, to pick the one
+    // to unpack when several are pulled.
+    let mut index_platforms: Vec<Option<Platform>> = Vec::new();
     let root_kind = manifest::classify(&root.media_type)
         .map_err(|reason| invalid(reason, ErrorKind::InvalidArgument))?;
 
@@ -150,6 +163,7 @@ pub fn pull(
             let m = parse_manifest(&ref_text, &root.digest, &root.bytes)?;
             store_doc(db, BlobKind::Manifest, &root.digest, &root.bytes)?;
             manifests.push((root.digest.clone(), m));
+            index_platforms.push(None);
         }
         DocumentKind::Index => {
             let index: Index = serde_json::from_slice(&root.bytes).map_err(|e| {
@@ -195,6 +209,7 @@ pub fn pull(
                     labels: Labels::new(),
                 });
                 manifests.push((desc.digest.clone(), m));
+                index_platforms.push(desc.platform.clone());
             }
             records.push(ContentRecord {
                 digest: root.digest.clone(),
@@ -245,10 +260,58 @@ pub fn pull(
         Ok(())
     })?;
 
-    let fetched = fetch_all(client, store, reference, &jobs, opts, observer)?;
+    // Unpack one manifest: the only one, or the host's among several.
+    let to_unpack = unpack_into.and_then(|snapshotter| {
+        let host = Platform::host();
+        let i = if manifests.len() == 1 {
+            0
+        } else {
+            index_platforms
+                .iter()
+                .position(|p| p.as_ref().is_some_and(|p| host.matches(p)))?
+        };
+        Some((snapshotter, &manifests[i].1))
+    });
+    let follows: HashMap<Digest, Follow> = jobs
+        .iter()
+        .map(|j| (j.desc.digest.clone(), Follow::new()))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let (fetched, extracted) = std::thread::scope(|s| {
+        let extraction = to_unpack.map(|(snapshotter, m)| {
+            let job = extract::Job {
+                reference: &ref_text,
+                config: &m.config,
+                layers: &m.layers,
+                follows: &follows,
+                stop: &stop,
+            };
+            s.spawn(move || extract::extract(snapshotter, store, &job))
+        });
+        let fetched = fetch_all(
+            client, store, reference, &jobs, opts, &follows, &stop, observer,
+        );
+        // Downloads that never started will not start now; release the
+        // unpacker if it waits for one.
+        for follow in follows.values() {
+            follow.fail("an earlier download failed".to_string());
+        }
+        let extracted = extraction.map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(invalid(
+                    "the unpack thread panicked".into(),
+                    ErrorKind::Internal,
+                ))
+            })
+        });
+        (fetched, extracted)
+    });
+    let fetched = fetched?;
+    let extracted = extracted.transpose()?;
     bytes_fetched += fetched.iter().map(|b| b.fetched).sum::<u64>();
 
     let mut platforms = Vec::new();
+    let mut config_snapshot_labels: Vec<(Digest, String, String)> = Vec::new();
     for (digest, m) in &manifests {
         let config = read_config(store, &ref_text, &m.config)?;
         let platform = Platform {
@@ -277,6 +340,18 @@ pub fn pull(
         }
         platforms.push(platform.to_string());
         let mut labels = Labels::new();
+        if let Some(x) = extracted
+            .as_ref()
+            .filter(|_| to_unpack.is_some_and(|(_, um)| um.config.digest == m.config.digest))
+        {
+            if let Some(top) = &x.snapshot {
+                config_snapshot_labels.push((
+                    m.config.digest.clone(),
+                    x.snapshotter.clone(),
+                    top.clone(),
+                ));
+            }
+        }
         labels.insert(
             "containerd.io/gc.ref.content.config".to_string(),
             m.config.digest.to_string(),
@@ -302,12 +377,32 @@ pub fn pull(
         });
     }
     for job in &jobs {
+        let mut labels = Labels::new();
+        // The config names the unpacked snapshot, as containerd's does, so
+        // garbage collection keeps the snapshot while the image is kept.
+        for (config, snapshotter, top) in &config_snapshot_labels {
+            if *config == job.desc.digest {
+                labels.insert(
+                    format!("containerd.io/gc.ref.snapshot.{snapshotter}"),
+                    top.clone(),
+                );
+            }
+        }
         records.push(ContentRecord {
             digest: job.desc.digest.clone(),
             size: job.desc.size,
             media_type: Some(job.desc.media_type.clone()),
-            labels: Labels::new(),
+            labels,
         });
+    }
+    let mut image_labels = Labels::new();
+    if let Some(x) = &extracted {
+        if let Some(top) = &x.snapshot {
+            image_labels.insert(
+                format!("{UNPACKED_LABEL_PREFIX}{}", x.snapshotter),
+                top.clone(),
+            );
+        }
     }
 
     let name = image_name(reference, &root.digest);
@@ -316,7 +411,7 @@ pub fn pull(
         media_type: root.media_type.clone(),
         digest: root.digest.clone(),
         size: root.bytes.len() as u64,
-        labels: Labels::new(),
+        labels: image_labels,
         created_ns: 0,
         updated_ns: 0,
     };
@@ -337,6 +432,7 @@ pub fn pull(
         bytes_fetched,
         manifests: manifests.iter().map(|(d, _)| d.clone()).collect(),
         blobs: fetched,
+        unpacked: extracted,
     })
 }
 
@@ -414,18 +510,20 @@ fn choose_manifests<'a>(
 /// Downloads every job's blob with at most `max_concurrent_downloads`
 /// threads. The first failure stops new downloads from starting; blobs
 /// already committed stay (they are verified, and the lease holds them).
+#[allow(clippy::too_many_arguments)]
 fn fetch_all(
     client: &Client,
     store: &Store,
     reference: &Reference,
     jobs: &[Job],
     opts: &PullOptions,
+    follows: &HashMap<Digest, Follow>,
+    stop: &AtomicBool,
     observer: &dyn Observer,
 ) -> Result<Vec<PulledBlob>, Error> {
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..jobs.len()).collect());
     let results: Mutex<BTreeMap<usize, PulledBlob>> = Mutex::new(BTreeMap::new());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
     let workers = opts.max_concurrent_downloads.clamp(1, jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -436,7 +534,14 @@ fn fetch_all(
                 let Some(i) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
                     return;
                 };
-                match fetch_one(client, store, reference, &jobs[i], observer) {
+                let job = &jobs[i];
+                let follow = &follows[&job.desc.digest];
+                let outcome = fetch_one(client, store, reference, job, follow, observer);
+                match &outcome {
+                    Ok(_) => follow.complete(),
+                    Err(e) => follow.fail(e.to_string()),
+                }
+                match outcome {
                     Ok(blob) => {
                         results
                             .lock()
@@ -458,6 +563,11 @@ fn fetch_all(
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    if stop.load(Ordering::Relaxed) && results.lock().map(|r| r.len()).unwrap_or(0) < jobs.len() {
+        // The unpacker failed and stopped the downloads; its error is the
+        // one to report.
+        return Ok(Vec::new());
+    }
     Ok(results
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
@@ -470,6 +580,7 @@ fn fetch_one(
     store: &Store,
     reference: &Reference,
     job: &Job,
+    follow: &Follow,
     observer: &dyn Observer,
 ) -> Result<PulledBlob, Error> {
     let desc = &job.desc;
@@ -486,26 +597,31 @@ fn fetch_one(
         size: desc.size,
         fetched,
     };
-    if store.size(&desc.digest).map_err(store_err)? == Some(desc.size) {
+    let present = |observer: &dyn Observer| -> Result<PulledBlob, Error> {
+        follow.start(store.open_blob(&desc.digest).map_err(store_err)?, desc.size);
         observer.blob_present(job.kind, &desc.digest, desc.size);
-        return Ok(done(0));
+        Ok(done(0))
+    };
+    if store.size(&desc.digest).map_err(store_err)? == Some(desc.size) {
+        return present(observer);
     }
     let mut writer = store.writer(&desc.digest.to_string()).map_err(store_err)?;
     // Another process may have committed it while we waited for the lock.
     if store.size(&desc.digest).map_err(store_err)? == Some(desc.size) {
-        observer.blob_present(job.kind, &desc.digest, desc.size);
-        return Ok(done(0));
+        return present(observer);
     }
     if writer.offset() > desc.size {
         writer.reset().map_err(store_err)?;
     }
     let offset = writer.offset();
+    follow.start(writer.reopen().map_err(store_err)?, offset);
     observer.blob_started(job.kind, &desc.digest, desc.size, offset);
     let fetched = AtomicU64::new(0);
     if offset < desc.size {
         client
             .fetch_blob(reference, &desc.digest, offset, &mut writer, &mut |n| {
                 fetched.fetch_add(n, Ordering::Relaxed);
+                follow.advance(n);
                 observer.blob_progress(&desc.digest, n);
             })
             .map_err(|source| Error::Fetch {

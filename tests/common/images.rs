@@ -147,8 +147,13 @@ impl MultiArchImage {
 #[derive(Debug, Clone)]
 enum LayerSpec {
     Busybox,
-    Random { size: usize, seed: u64 },
+    Random {
+        size: usize,
+        seed: u64,
+    },
     Files(Vec<(String, Vec<u8>)>),
+    /// An uncompressed tar stream made by the test, stored gzip-compressed.
+    Tar(Vec<u8>),
 }
 
 /// Describes an image; `build*` writes it. See the module docs.
@@ -211,6 +216,13 @@ impl ImageBuilder {
             .map(|(p, d)| (p.trim_start_matches('/').to_string(), d.to_vec()))
             .collect();
         self.layers.push(LayerSpec::Files(files));
+        self
+    }
+
+    /// A layer from a tar stream the test wrote itself (with the `tar`
+    /// crate): whiteouts, hardlinks, devices, odd names, any ownership.
+    pub fn tar_layer(mut self, tar: Vec<u8>) -> ImageBuilder {
+        self.layers.push(LayerSpec::Tar(tar));
         self
     }
 
@@ -422,6 +434,7 @@ impl LayerSpec {
             LayerSpec::Busybox => "busybox base".to_string(),
             LayerSpec::Random { size, seed } => format!("{size} random bytes, seed {seed}"),
             LayerSpec::Files(files) => format!("{} files", files.len()),
+            LayerSpec::Tar(tar) => format!("{} bytes of tar", tar.len()),
         }
     }
 }
@@ -458,8 +471,12 @@ impl BuiltLayer {
                 }
                 6
             }
+            LayerSpec::Tar(_) => 6,
         };
-        let tar = tar.finish();
+        let tar = match spec {
+            LayerSpec::Tar(raw) => raw.clone(),
+            _ => tar.finish(),
+        };
         // Hash the tar while gzip runs: both are native processes.
         let (diff_id, gz) = std::thread::scope(|s| {
             let diff_id = s.spawn(|| sha256(&tar));
