@@ -455,3 +455,72 @@ fn corrupt_layer_commits_no_snapshot() {
         "work snapshot left: {all:?}"
     );
 }
+
+/// Rewrites the image's config so its last diff ID is wrong, and points the
+/// manifest and index.json at the new config.
+fn break_last_diff_id(image: &OciImage) {
+    let blob = |d: &str| {
+        image
+            .layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let write = |data: &[u8]| -> (String, usize) {
+        let d = Digest::of(data);
+        std::fs::write(blob(&d.to_string()), data).unwrap();
+        (d.to_string(), data.len())
+    };
+    let mut config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
+    let ids = config["rootfs"]["diff_ids"].as_array_mut().unwrap();
+    *ids.last_mut().unwrap() = serde_json::json!(Digest::of(b"not this layer").to_string());
+    let (cd, cs) = write(&serde_json::to_vec(&config).unwrap());
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["config"]["digest"] = cd.into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = write(&serde_json::to_vec(&manifest).unwrap());
+    let index_path = image.layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["digest"] = md.into();
+    index["manifests"][0]["size"] = ms.into();
+    std::fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn diff_id_mismatch_fails_and_commits_nothing() {
+    let registry = Registry::start();
+    let image = ImageBuilder::new("v1").random_layer(100_000, 11).build();
+    break_last_diff_id(&image);
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{}", image.layout.display(), image.tag))
+        .arg(format!("docker://{}", registry.reference("bad-diff:v1")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = TempRoot::new();
+    let out = Command::new(bin("berth-pull"))
+        .arg("--root")
+        .arg(root.path())
+        .arg(registry.reference("bad-diff:v1"))
+        .env("BERTH_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("diff ID mismatch"), "{stderr}");
+    let sn = snapshot::open(root.path(), "overlayfs").unwrap();
+    let all = sn.walk(&snapshot::Filter::default()).unwrap();
+    // Only the busybox base, whose diff ID is right, may be committed.
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].key, image.diff_ids()[0].to_string());
+    let db = berth::metadata::Db::open(root.path()).unwrap();
+    assert!(
+        db.images().unwrap().is_empty(),
+        "image recorded despite the mismatch"
+    );
+}
