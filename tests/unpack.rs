@@ -1,10 +1,12 @@
-//! Layer unpacking, in process, as root: every entry type and its metadata,
+//! LayerTar unpacking, in process, as root: every entry type and its metadata,
 //! the three compressions, both whiteout modes (the overlay one checked
 //! through a real overlayfs mount), and hostile layers that try to write
 //! outside the target.
 //!
 //! Layers are built here with the `tar` crate; hostile names that its
 //! builder refuses are written straight into the header bytes.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -17,125 +19,13 @@ use std::path::{Path, PathBuf};
 use berth::content::Digest;
 use berth::image::unpack::{apply_layer, Applied, ApplyOptions, Compression, Error, WhiteoutMode};
 use berth::ErrorKind;
+use common::LayerTar;
 use tar::{EntryType, Header};
 
-const T1: u64 = 1_500_000_000;
+const T1: u64 = common::LAYER_MTIME;
 const T2: u64 = 1_600_000_000;
 
 // ---------------------------------------------------------------- layers --
-
-/// A layer under construction.
-struct Layer(tar::Builder<Vec<u8>>);
-
-impl Layer {
-    fn new() -> Layer {
-        Layer(tar::Builder::new(Vec::new()))
-    }
-
-    /// Appends one entry with its name (and link name) written as raw bytes,
-    /// so names the builder would refuse (`..`, absolute) go in unchanged.
-    fn raw(&mut self, name: &[u8], kind: EntryType, link: &[u8], data: &[u8], mode: u32) {
-        self.raw_owned(name, kind, link, data, mode, 0, 0, T1);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn raw_owned(
-        &mut self,
-        name: &[u8],
-        kind: EntryType,
-        link: &[u8],
-        data: &[u8],
-        mode: u32,
-        uid: u64,
-        gid: u64,
-        mtime: u64,
-    ) {
-        let mut h = Header::new_gnu();
-        {
-            let old = h.as_old_mut();
-            old.name[..name.len()].copy_from_slice(name);
-            old.linkname[..link.len()].copy_from_slice(link);
-        }
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_mtime(mtime);
-        h.set_cksum();
-        self.0.append(&h, data).unwrap();
-    }
-
-    fn file(&mut self, name: &str, data: &[u8]) -> &mut Layer {
-        self.raw(name.as_bytes(), EntryType::Regular, b"", data, 0o644);
-        self
-    }
-
-    fn dir(&mut self, name: &str) -> &mut Layer {
-        self.raw(name.as_bytes(), EntryType::Directory, b"", b"", 0o755);
-        self
-    }
-
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Layer {
-        self.raw(
-            name.as_bytes(),
-            EntryType::Symlink,
-            target.as_bytes(),
-            b"",
-            0o777,
-        );
-        self
-    }
-
-    fn hardlink(&mut self, name: &str, target: &str) -> &mut Layer {
-        self.raw(
-            name.as_bytes(),
-            EntryType::Link,
-            target.as_bytes(),
-            b"",
-            0o644,
-        );
-        self
-    }
-
-    fn node(&mut self, name: &str, kind: EntryType, major: u32, minor: u32, mode: u32) {
-        // uid and gid stay empty, as some writers leave them: they read as 0.
-        let mut h = Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(kind);
-        h.set_size(0);
-        h.set_mode(mode);
-        h.set_mtime(T1);
-        h.set_device_major(major).unwrap();
-        h.set_device_minor(minor).unwrap();
-        h.set_cksum();
-        self.0.append(&h, &b""[..]).unwrap();
-    }
-
-    /// A regular file preceded by PAX records.
-    fn pax_file(&mut self, name: &str, records: &[(&str, &[u8])], data: &[u8]) {
-        self.0
-            .append_pax_extensions(records.iter().copied())
-            .unwrap();
-        let mut h = Header::new_ustar();
-        // A PAX `path` record, when there is one, overrides this name.
-        h.set_path(if name.len() < 100 {
-            name
-        } else {
-            "placeholder"
-        })
-        .unwrap();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(T1);
-        h.set_cksum();
-        self.0.append(&h, data).unwrap();
-    }
-
-    fn finish(self) -> Vec<u8> {
-        self.0.into_inner().unwrap()
-    }
-}
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -253,7 +143,7 @@ fn every_entry_type_with_its_metadata() {
     let long_pax = format!("long/{}", "p".repeat(200));
     let long_target = format!("../{}", "t".repeat(150));
 
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.raw_owned(b"./", EntryType::Directory, b"", b"", 0o751, 0, 0, T2);
     l.raw_owned(b"d/", EntryType::Directory, b"", b"", 0o750, 1000, 1000, T1);
     l.raw_owned(
@@ -441,7 +331,7 @@ fn every_entry_type_with_its_metadata() {
 
 #[test]
 fn compressions_give_the_same_tree_and_diff_id() {
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.dir("a").file("a/small", b"x");
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     l.file("a/big", &big).dir("a/many");
@@ -492,7 +382,7 @@ fn compressions_give_the_same_tree_and_diff_id() {
 fn delete_mode_applies_whiteouts_and_replacements() {
     let tmp = tempdir();
     let t = tmp.path();
-    let mut l1 = Layer::new();
+    let mut l1 = LayerTar::new();
     l1.file("a", b"a")
         .dir("b")
         .file("b/x", b"x")
@@ -514,7 +404,7 @@ fn delete_mode_applies_whiteouts_and_replacements() {
     apply_delete(&l1.finish(), t);
     assert!(t.join("b/y/z").exists());
 
-    let mut l2 = Layer::new();
+    let mut l2 = LayerTar::new();
     l2.file(".wh.a", b"")
         .file(".wh.b", b"")
         .dir("o")
@@ -590,7 +480,7 @@ fn overlay_mode_writes_overlayfs_whiteouts() {
     for d in [&a, &b, &merged] {
         fs::create_dir(d).unwrap();
     }
-    let mut l1 = Layer::new();
+    let mut l1 = LayerTar::new();
     l1.raw_owned(
         b"etc/",
         EntryType::Directory,
@@ -630,7 +520,7 @@ fn overlay_mode_writes_overlayfs_whiteouts() {
     l1.dir("redo").file("redo/old", b"old");
     let r1 = apply(&l1.finish(), &a, &opts(WhiteoutMode::Overlay, &[])).unwrap();
 
-    let mut l2 = Layer::new();
+    let mut l2 = LayerTar::new();
     l2.file("etc/.wh.gone", b"")
         .file(".wh.gonedir", b"")
         .file("opq/.wh..wh..opq", b"")
@@ -794,7 +684,7 @@ fn outcome(case: &str, r: &Result<Applied, Error>) {
 #[test]
 fn hostile_layers_stay_inside_the_target() {
     let passwd_links = lstat(Path::new("/etc/passwd")).nlink();
-    type Build = fn(&mut Layer, &str);
+    type Build = fn(&mut LayerTar, &str);
     let cases: Vec<(&str, Build)> = vec![
         ("dotdot", |l, _| {
             l.file("../escape", b"x");
@@ -857,7 +747,7 @@ fn hostile_layers_stay_inside_the_target() {
     for (case, build) in cases {
         for mode in [WhiteoutMode::Delete, WhiteoutMode::Overlay] {
             let arena = Arena::new();
-            let mut l = Layer::new();
+            let mut l = LayerTar::new();
             build(&mut l, &arena.path("sentinel").display().to_string());
             let r = apply(&l.finish(), &arena.path("t1"), &opts(mode, &[]));
             outcome(&format!("{case} ({mode:?})"), &r);
@@ -867,7 +757,7 @@ fn hostile_layers_stay_inside_the_target() {
 
     // Refusals say which entry and why.
     let arena = Arena::new();
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.file("etc/../../x", b"x");
     let err = apply(
         &l.finish(),
@@ -884,7 +774,7 @@ fn hostile_layers_stay_inside_the_target() {
 
     // A symlink to `/` is followed inside the root only.
     let arena = Arena::new();
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.symlink("link", "/").file("link/escape", b"x");
     apply(
         &l.finish(),
@@ -902,12 +792,12 @@ fn symlinks_planted_by_an_earlier_layer_stay_inside() {
     for mode in [WhiteoutMode::Delete, WhiteoutMode::Overlay] {
         let arena = Arena::new();
         let sentinel = arena.path("sentinel").display().to_string();
-        let mut l1 = Layer::new();
+        let mut l1 = LayerTar::new();
         l1.symlink("link", &sentinel)
             .symlink("up", "../../../..")
             .symlink("root", "/")
             .symlink("victim", &format!("{sentinel}/victim"));
-        let mut l2 = Layer::new();
+        let mut l2 = LayerTar::new();
         l2.file("link/pwned", b"x")
             .file("link/victim", b"pwned")
             .file("up/escape", b"x")
@@ -920,7 +810,7 @@ fn symlinks_planted_by_an_earlier_layer_stay_inside() {
         let (first, second, lowers) = match mode {
             // Same target: the symlinks are in the tree being written.
             WhiteoutMode::Delete => (arena.path("t1"), arena.path("t1"), vec![]),
-            // Layer 1 is a lower dir of layer 2.
+            // LayerTar 1 is a lower dir of layer 2.
             WhiteoutMode::Overlay => (arena.path("low"), arena.path("t2"), vec![arena.path("low")]),
         };
         apply(&l1, &first, &opts(mode, &[])).unwrap();
@@ -955,7 +845,7 @@ fn symlinks_planted_by_an_earlier_layer_stay_inside() {
 
 #[test]
 fn broken_streams_are_errors_not_panics() {
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.file("f", &vec![7u8; 300_000]).file("g", b"g");
     let tar = l.finish();
     let gz = gzip(&tar);
@@ -1027,7 +917,7 @@ fn broken_streams_are_errors_not_panics() {
 
     // A refusal at the first entry stops the whole pipeline, however much
     // input is left.
-    let mut l = Layer::new();
+    let mut l = LayerTar::new();
     l.file("../escape", b"x").file("big", &vec![1u8; 64 << 20]);
     let big = gzip(&l.finish());
     let tmp = tempdir();

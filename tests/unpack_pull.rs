@@ -28,87 +28,22 @@ fn pull(root: &TempRoot, args: &[&str]) -> serde_json::Value {
     v[0].clone()
 }
 
-/// A tar stream built entry by entry.
-struct Tar(tar::Builder<Vec<u8>>);
-
-impl Tar {
-    fn new() -> Tar {
-        Tar(tar::Builder::new(Vec::new()))
-    }
-
-    fn entry(
-        &mut self,
-        path: &str,
-        kind: tar::EntryType,
-        mode: u32,
-        data: &[u8],
-        f: impl FnOnce(&mut tar::Header),
-    ) {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        f(&mut h);
-        self.0.append_data(&mut h, path, data).unwrap();
-    }
-
-    fn dir(&mut self, path: &str) -> &mut Self {
-        self.entry(path, tar::EntryType::Directory, 0o755, b"", |_| {});
-        self
-    }
-
-    fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
-        self.entry(path, tar::EntryType::Regular, 0o644, data, |_| {});
-        self
-    }
-
-    fn owned(&mut self, path: &str, data: &[u8], uid: u64, mode: u32) -> &mut Self {
-        self.entry(path, tar::EntryType::Regular, mode, data, |h| {
-            h.set_uid(uid);
-            h.set_gid(uid);
-        });
-        self
-    }
-
-    fn link(&mut self, kind: tar::EntryType, path: &str, target: &str) -> &mut Self {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(0o777);
-        h.set_mtime(1_600_000_000);
-        h.set_size(0);
-        self.0.append_link(&mut h, path, target).unwrap();
-        self
-    }
-
-    fn fifo(&mut self, path: &str) -> &mut Self {
-        self.entry(path, tar::EntryType::Fifo, 0o600, b"", |_| {});
-        self
-    }
-
-    fn finish(self) -> Vec<u8> {
-        self.0.into_inner().unwrap()
-    }
-}
-
 /// Layer 1 sets the scene; layer 2 deletes, hides, replaces and links.
 fn tricky_image(tag: &str) -> OciImage {
-    let mut l1 = Tar::new();
+    let mut l1 = LayerTar::new();
     l1.dir("srv")
         .file("srv/keep.txt", b"keep")
         .owned("srv/user1000.txt", b"owned by 1000", 1000, 0o640)
         .owned("srv/setuid", b"#!/bin/sh\n", 0, 0o4755)
         .file("srv/odd name with spaces", b"spaces")
         .file("srv/\u{00e9}t\u{00e9}-\u{2603}.txt", b"unicode")
-        .file(
+        .long_file(
             &format!("srv/{}", "long".repeat(40)),
             b"a 160-character name",
         )
-        .link(tar::EntryType::Symlink, "srv/abs-link", "/etc/passwd")
-        .link(tar::EntryType::Symlink, "srv/rel-link", "keep.txt")
-        .link(tar::EntryType::Link, "srv/hard-keep", "srv/keep.txt")
+        .symlink("srv/abs-link", "/etc/passwd")
+        .symlink("srv/rel-link", "keep.txt")
+        .hardlink("srv/hard-keep", "srv/keep.txt")
         .fifo("srv/fifo")
         .file("srv/delete-me", b"gone in layer 2")
         .dir("srv/delete-dir")
@@ -118,7 +53,7 @@ fn tricky_image(tag: &str) -> OciImage {
         .file("srv/file-to-dir", b"a file, then a dir")
         .dir("srv/dir-to-file")
         .file("srv/dir-to-file/child", b"a dir, then a file");
-    let mut l2 = Tar::new();
+    let mut l2 = LayerTar::new();
     l2.dir("srv")
         .file("srv/.wh.delete-me", b"")
         .file("srv/.wh.delete-dir", b"")
@@ -128,7 +63,7 @@ fn tricky_image(tag: &str) -> OciImage {
         .dir("srv/file-to-dir")
         .file("srv/file-to-dir/child", b"now a dir")
         .file("srv/dir-to-file", b"now a file")
-        .link(tar::EntryType::Link, "srv/hard-user", "srv/user1000.txt")
+        .hardlink("srv/hard-user", "srv/user1000.txt")
         .file("bin/.wh.ls", b"");
     ImageBuilder::new(tag)
         .tar_layer(l1.finish())

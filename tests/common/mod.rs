@@ -29,6 +29,7 @@ mod client;
 mod fault;
 mod http;
 mod images;
+mod layer;
 mod net;
 mod registry;
 mod skopeo;
@@ -43,6 +44,7 @@ pub use images::{
     OciImage, DOCKER_CONFIG, DOCKER_INDEX, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_CONFIG,
     OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
+pub use layer::{LayerTar, LAYER_MTIME};
 pub use net::free_port;
 pub use registry::{basic_auth, LoggedRequest, Registry, RegistryOptions};
 pub use skopeo::{push_docker_v2s2, push_index, push_oci, skopeo_copy, split_reference};
