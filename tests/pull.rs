@@ -450,6 +450,10 @@ fn bad_input_gets_usage_or_not_found_codes() {
     let out = run(pull_cmd(&root).arg("Bad//Reference"));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("Bad//Reference"));
+    assert!(
+        !root.path().join("meta.db").exists(),
+        "a bad reference created the store"
+    );
 
     let out = run(pull_cmd(&root).arg(registry.reference("missing:v1")));
     assert_eq!(out.status.code(), Some(3));

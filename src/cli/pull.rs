@@ -82,11 +82,20 @@ pub fn main() -> i32 {
     let prog = "berth-pull";
     let mut results = Vec::new();
     let mut code = exit::SUCCESS;
+    // Every reference is checked before the store is touched, so a typo
+    // leaves no trace (not even a freshly created root).
+    let mut references = Vec::new();
+    for image in &args.images {
+        match image.parse::<Reference>() {
+            Ok(r) => references.push(r),
+            Err(e) => return super::report(prog, &e.into()),
+        }
+    }
     match Session::open(&args) {
         Err(e) => return super::report(prog, &e),
         Ok(mut session) => {
-            for image in &args.images {
-                match session.pull(image, prog) {
+            for reference in &references {
+                match session.pull(reference, prog) {
                     Ok(r) => results.push(r),
                     Err(e) => {
                         let c = super::report(prog, &e);
@@ -208,14 +217,13 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn pull(&mut self, image: &str, prog: &str) -> Result<PullResult, Error> {
-        let reference: Reference = image.parse()?;
+    fn pull(&mut self, reference: &Reference, prog: &str) -> Result<PullResult, Error> {
         let progress = PullProgress::new(prog, self.mode);
         let result = image::pull(
             &self.client,
             &self.store,
             &mut self.db,
-            &reference,
+            reference,
             &self.opts,
             self.snapshotter.as_deref(),
             &progress,
