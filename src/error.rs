@@ -1,4 +1,4 @@
-use crate::{config, content, distribution, image, metadata, snapshot, ErrorKind};
+use crate::{config, content, distribution, image, metadata, runtime, snapshot, ErrorKind};
 
 /// Any berth library error. Each module keeps its own error type with the
 /// context a user needs; this enum only gathers them so a binary has one
@@ -16,6 +16,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
     /// Arguments that parse but do not make sense together.
     #[error("{0}")]
@@ -30,6 +32,7 @@ impl Error {
             Error::Metadata(e) => e.kind(),
             Error::Distribution(e) => e.kind(),
             Error::Image(e) => e.kind(),
+            Error::Runtime(e) => e.kind(),
             Error::Snapshot(e) => e.kind(),
             Error::Usage(_) => ErrorKind::InvalidArgument,
         }

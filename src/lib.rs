@@ -12,6 +12,7 @@ pub mod distribution;
 pub mod image;
 pub mod metadata;
 pub mod plugin;
+pub mod runtime;
 pub mod snapshot;
 
 mod error;
