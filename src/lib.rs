@@ -17,5 +17,6 @@ pub mod snapshot;
 
 mod error;
 mod kind;
+mod rootfs;
 pub use error::Error;
 pub use kind::ErrorKind;

@@ -3,16 +3,15 @@
 //! Those files come from an untrusted image: `/etc/passwd` may be a symlink
 //! to `/etc/shadow` of the host, or to a FIFO, or be gigabytes long. They are
 //! opened with `openat2(RESOLVE_IN_ROOT)`, so every symlink is resolved as if
-//! the root filesystem were `/`; where the kernel lacks `openat2` (before
-//! 5.6) every path component is opened with `O_NOFOLLOW` instead, refusing
-//! symlinks outright. Only regular files are read, and at most
+//! the root filesystem were `/`. Only regular files are read, and at most
 //! [`MAX_DB_SIZE`] bytes of them.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
+
+use nix::fcntl::OFlag;
 
 use super::{Error, Result};
 
@@ -188,73 +187,16 @@ fn is_missing(e: &std::io::Error) -> bool {
     )
 }
 
-/// The kernel's `struct open_how` (linux/openat2.h); libc's is
-/// non-exhaustive and cannot be built outside it.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Opens `rel` (relative, `/`-separated) read-only under `root`, resolving
-/// symlinks inside `root` (openat2) or refusing them (fallback).
+/// symlinks as if `root` were `/` (see [`crate::rootfs`]).
 pub fn open_in_root(root: &Path, rel: &str) -> std::io::Result<File> {
     let root_fd = File::open(root)?;
-    let c_rel = CString::new(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: the path is NUL-terminated, `how` is a valid open_how and its
-    // size is passed with it; the returned descriptor is owned by us.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_fd.as_raw_fd(),
-            c_rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: a fresh descriptor from openat2, owned by nobody else.
-        return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
-    }
-    let err = std::io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
-        return Err(err);
-    }
-    open_no_symlinks(root_fd, rel)
-}
-
-/// Walks `rel` one component at a time with `O_NOFOLLOW`.
-fn open_no_symlinks(root: File, rel: &str) -> std::io::Result<File> {
-    let parts: Vec<&str> = rel
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    let mut dir: OwnedFd = root.into();
-    for (i, part) in parts.iter().enumerate() {
-        if *part == ".." {
-            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
-        }
-        let last = i + 1 == parts.len();
-        let mut flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        if !last {
-            flags |= libc::O_DIRECTORY;
-        }
-        let c = CString::new(*part).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: valid directory fd and NUL-terminated name.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor owned by us.
-        dir = unsafe { OwnedFd::from_raw_fd(fd) };
-    }
-    Ok(File::from(dir))
+    let fd = crate::rootfs::open_in_root(
+        root_fd.as_fd(),
+        rel.as_bytes(),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+    )?;
+    Ok(File::from(fd))
 }
 
 #[cfg(test)]
@@ -332,9 +274,6 @@ mod tests {
         )
         .unwrap();
         assert!(resolve(r.path(), "evil").is_err());
-        // Both paths refuse, the fallback included.
-        let f = File::open(r.path()).unwrap();
-        assert!(open_no_symlinks(f, "etc/passwd").is_err());
     }
 
     #[test]

@@ -5,34 +5,12 @@
 //! symlink an image planted can redirect an operation outside the target.
 
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, SFlag};
 
-/// Opens `path` (normalised, relative) below `root`, resolving every
-/// component as if `root` were `/`: `..` and absolute symlinks stop at
-/// `root`, and `/proc` magic links are refused. The empty path is the root.
-pub(super) fn open_in_root(
-    root: BorrowedFd<'_>,
-    path: &[u8],
-    flags: OFlag,
-) -> nix::Result<OwnedFd> {
-    let path: &[u8] = if path.is_empty() { b"." } else { path };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    // The kernel answers EAGAIN when a rename raced the walk; retrying is
-    // what openat2(2) recommends.
-    let mut tries = 0;
-    loop {
-        match openat2(root, path, how) {
-            Err(Errno::EAGAIN) if tries < 16 => tries += 1,
-            other => return other,
-        }
-    }
-}
+pub(super) use crate::rootfs::open_in_root;
 
 /// The file type bits of a stat result.
 pub(super) fn file_type(st: &FileStat) -> SFlag {
