@@ -54,50 +54,11 @@ impl Native {
 }
 
 impl Snapshotter for Native {
-    fn name(&self) -> &'static str {
-        self.core.name()
-    }
-
-    fn stat(&self, key: &str) -> Result<Info> {
-        self.core.record(key).map(super::store::info)
-    }
-
-    fn update(&self, key: &str, labels: &Labels) -> Result<Info> {
-        self.core.update(key, labels)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        self.core.usage(key)
-    }
-
+    super::store::delegate_to_core!();
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let rec = self.core.record(key)?;
         let read_only = rec.kind != Kind::Active;
         Ok(vec![Mount::bind(&self.core.fs_dir(rec.id), read_only)])
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<Info> {
-        self.core.commit(name, key, labels)
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        self.core.remove(key)
-    }
-
-    fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
-        self.core.walk(filter)
-    }
-
-    fn upper_dir(&self, key: &str) -> Result<PathBuf> {
-        Ok(self.core.fs_dir(self.core.active(key)?.id))
     }
 
     fn lower_dirs(&self, key: &str) -> Result<Vec<PathBuf>> {
@@ -107,9 +68,5 @@ impl Snapshotter for Native {
 
     fn whiteout_style(&self) -> WhiteoutStyle {
         WhiteoutStyle::Delete
-    }
-
-    fn cleanup(&self) -> Result<CleanupReport> {
-        self.core.cleanup()
     }
 }

@@ -119,48 +119,9 @@ impl Overlay {
 }
 
 impl Snapshotter for Overlay {
-    fn name(&self) -> &'static str {
-        self.core.name()
-    }
-
-    fn stat(&self, key: &str) -> Result<Info> {
-        self.core.record(key).map(super::store::info)
-    }
-
-    fn update(&self, key: &str, labels: &Labels) -> Result<Info> {
-        self.core.update(key, labels)
-    }
-
-    fn usage(&self, key: &str) -> Result<Usage> {
-        self.core.usage(key)
-    }
-
+    super::store::delegate_to_core!();
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         Ok(self.mounts_of(&self.core.chain(key)?))
-    }
-
-    fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::Active, labels)
-    }
-
-    fn view(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
-        self.create(key, parent, Kind::View, labels)
-    }
-
-    fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<Info> {
-        self.core.commit(name, key, labels)
-    }
-
-    fn remove(&self, key: &str) -> Result<()> {
-        self.core.remove(key)
-    }
-
-    fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
-        self.core.walk(filter)
-    }
-
-    fn upper_dir(&self, key: &str) -> Result<PathBuf> {
-        Ok(self.core.fs_dir(self.core.active(key)?.id))
     }
 
     fn lower_dirs(&self, key: &str) -> Result<Vec<PathBuf>> {
@@ -172,10 +133,6 @@ impl Snapshotter for Overlay {
 
     fn whiteout_style(&self) -> WhiteoutStyle {
         WhiteoutStyle::Overlay
-    }
-
-    fn cleanup(&self) -> Result<CleanupReport> {
-        self.core.cleanup()
     }
 }
 

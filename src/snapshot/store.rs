@@ -26,6 +26,61 @@ use crate::metadata::{
 /// Prefix of the overlay probe's scratch directories (see `overlay::probe`).
 pub(super) const PROBE_PREFIX: &str = ".probe-";
 
+/// The [`Snapshotter`](super::Snapshotter) methods every snapshotter
+/// answers the same way from its [`Core`] (records, labels, commit,
+/// removal, cleanup) or through its own `create`. Expanded inside each
+/// `impl Snapshotter`, which then adds only what differs: mounts, lower
+/// dirs and whiteout style. The type needs fields `core: Core` and a
+/// `create(key, parent, kind, labels)` method.
+macro_rules! delegate_to_core {
+    () => {
+        fn name(&self) -> &'static str {
+            self.core.name()
+        }
+
+        fn stat(&self, key: &str) -> Result<Info> {
+            self.core.record(key).map(super::store::info)
+        }
+
+        fn update(&self, key: &str, labels: &Labels) -> Result<Info> {
+            self.core.update(key, labels)
+        }
+
+        fn usage(&self, key: &str) -> Result<Usage> {
+            self.core.usage(key)
+        }
+
+        fn prepare(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
+            self.create(key, parent, Kind::Active, labels)
+        }
+
+        fn view(&self, key: &str, parent: Option<&str>, labels: &Labels) -> Result<Vec<Mount>> {
+            self.create(key, parent, Kind::View, labels)
+        }
+
+        fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<Info> {
+            self.core.commit(name, key, labels)
+        }
+
+        fn remove(&self, key: &str) -> Result<()> {
+            self.core.remove(key)
+        }
+
+        fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
+            self.core.walk(filter)
+        }
+
+        fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+            Ok(self.core.fs_dir(self.core.active(key)?.id))
+        }
+
+        fn cleanup(&self) -> Result<CleanupReport> {
+            self.core.cleanup()
+        }
+    };
+}
+pub(super) use delegate_to_core;
+
 pub(super) struct Core {
     name: &'static str,
     /// `<root>/snapshots/<name>`.
