@@ -144,6 +144,22 @@ fn index_resolves_to_the_requested_platform() {
     );
     assert!(!root.has_blob(&amd.manifest_digest));
     assert_store_blobs_match(root.path());
+    let db = Db::open(root.path()).unwrap();
+    let rec = db
+        .content(&arm.manifest_digest)
+        .unwrap()
+        .expect("manifest record");
+    assert_eq!(rec.size, arm.manifest.len() as u64);
+    assert_eq!(rec.media_type.as_deref(), Some(OCI_MANIFEST));
+    assert_eq!(
+        rec.labels["containerd.io/gc.ref.content.config"],
+        arm.config_digest.to_string()
+    );
+    let index = db.content(&index_digest).unwrap().expect("index record");
+    assert_eq!(
+        index.labels["containerd.io/gc.ref.content.m.0"],
+        arm.manifest_digest.to_string()
+    );
 
     let all = TempRoot::new();
     let res = pull_json(&all, &["--all-platforms", &reference]);

@@ -106,6 +106,15 @@ pub struct PullResult {
 /// per snapshotter: `berth.io/unpacked.<snapshotter>` = chain ID.
 pub const UNPACKED_LABEL_PREFIX: &str = "berth.io/unpacked.";
 
+/// A manifest this pull fetched, with its size and media type as the
+/// registry served them.
+struct Pulled {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    manifest: Manifest,
+}
+
 struct Job {
     kind: BlobKind,
     desc: Descriptor,
@@ -139,7 +148,7 @@ pub fn pull(
 
     let lease = db.create_lease("pull", LEASE_TTL)?;
     let mut records: Vec<ContentRecord> = Vec::new();
-    let mut manifests: Vec<(Digest, Manifest)> = Vec::new();
+    let mut manifests: Vec<Pulled> = Vec::new();
     // The platform of each manifest as the index states it, to pick the one
     // to unpack when several are pulled.
     let mut index_platforms: Vec<Option<Platform>> = Vec::new();
@@ -162,7 +171,12 @@ pub fn pull(
         DocumentKind::Manifest => {
             let m = parse_manifest(&ref_text, &root.digest, &root.bytes)?;
             store_doc(db, BlobKind::Manifest, &root.digest, &root.bytes)?;
-            manifests.push((root.digest.clone(), m));
+            manifests.push(Pulled {
+                digest: root.digest.clone(),
+                size: root.bytes.len() as u64,
+                media_type: root.media_type.clone(),
+                manifest: m,
+            });
             index_platforms.push(None);
         }
         DocumentKind::Index => {
@@ -202,13 +216,12 @@ pub fn pull(
                     format!("containerd.io/gc.ref.content.m.{i}"),
                     desc.digest.to_string(),
                 );
-                records.push(ContentRecord {
+                manifests.push(Pulled {
                     digest: desc.digest.clone(),
                     size: doc.bytes.len() as u64,
-                    media_type: Some(doc.media_type.clone()),
-                    labels: Labels::new(),
+                    media_type: doc.media_type.clone(),
+                    manifest: m,
                 });
-                manifests.push((desc.digest.clone(), m));
                 index_platforms.push(desc.platform.clone());
             }
             records.push(ContentRecord {
@@ -224,7 +237,7 @@ pub fn pull(
     // big layers are fetched.
     let mut jobs: Vec<Job> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (_, m) in &manifests {
+    for m in manifests.iter().map(|p| &p.manifest) {
         if seen.insert(m.config.digest.clone()) {
             if m.config.size > manifest::MAX_CONFIG_SIZE {
                 return Err(invalid(
@@ -243,7 +256,7 @@ pub fn pull(
             });
         }
     }
-    for (_, m) in &manifests {
+    for m in manifests.iter().map(|p| &p.manifest) {
         for layer in &m.layers {
             if seen.insert(layer.digest.clone()) {
                 jobs.push(Job {
@@ -270,7 +283,7 @@ pub fn pull(
                 .iter()
                 .position(|p| p.as_ref().is_some_and(|p| host.matches(p)))?
         };
-        Some((snapshotter, &manifests[i].1))
+        Some((snapshotter, &manifests[i].manifest))
     });
     let follows: HashMap<Digest, Follow> = jobs
         .iter()
@@ -312,7 +325,8 @@ pub fn pull(
 
     let mut platforms = Vec::new();
     let mut config_snapshot_labels: Vec<(Digest, String, String)> = Vec::new();
-    for (digest, m) in &manifests {
+    for pulled in &manifests {
+        let (digest, m) = (&pulled.digest, &pulled.manifest);
         let config = read_config(store, &ref_text, &m.config)?;
         let platform = Platform {
             architecture: config.architecture.clone(),
@@ -362,17 +376,10 @@ pub fn pull(
                 layer.digest.to_string(),
             );
         }
-        let media_type = m.media_type.clone().unwrap_or_else(|| {
-            if *digest == root.digest {
-                root.media_type.clone()
-            } else {
-                manifest::OCI_MANIFEST.to_string()
-            }
-        });
         records.push(ContentRecord {
             digest: digest.clone(),
-            size: store.size(digest).ok().flatten().unwrap_or_default(),
-            media_type: Some(media_type),
+            size: pulled.size,
+            media_type: Some(pulled.media_type.clone()),
             labels,
         });
     }
@@ -430,7 +437,7 @@ pub fn pull(
         size: root.bytes.len() as u64,
         platforms,
         bytes_fetched,
-        manifests: manifests.iter().map(|(d, _)| d.clone()).collect(),
+        manifests: manifests.iter().map(|p| p.digest.clone()).collect(),
         blobs: fetched,
         unpacked: extracted,
     })
