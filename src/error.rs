@@ -1,10 +1,14 @@
-use crate::{config, content, distribution, image, metadata, runtime, snapshot, ErrorKind};
+use crate::{
+    cgroups, config, content, distribution, image, metadata, runtime, snapshot, ErrorKind,
+};
 
 /// Any berth library error. Each module keeps its own error type with the
 /// context a user needs; this enum only gathers them so a binary has one
 /// thing to map onto an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(transparent)]
+    Cgroups(#[from] cgroups::Error),
     #[error(transparent)]
     Config(#[from] config::Error),
     #[error(transparent)]
@@ -27,6 +31,7 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
+            Error::Cgroups(e) => e.kind(),
             Error::Config(e) => e.kind(),
             Error::Content(e) => e.kind(),
             Error::Metadata(e) => e.kind(),

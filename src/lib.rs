@@ -5,6 +5,7 @@
 //! its own `Error` type, and every error can say which [`ErrorKind`] it is,
 //! so binaries map failures to stable exit codes in one place (`cli`).
 
+pub mod cgroups;
 pub mod cli;
 pub mod config;
 pub mod content;

@@ -213,9 +213,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidFlag { .. } | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            Error::CommandNotFound { .. } | Error::ContainerNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            Error::CommandNotFound { .. } | Error::ContainerNotFound { .. } => ErrorKind::NotFound,
             Error::CommandNotExecutable { .. } | Error::State { .. } => {
                 ErrorKind::FailedPrecondition
             }
