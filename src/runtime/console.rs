@@ -110,5 +110,4 @@ mod tests {
         r.read_to_string(&mut s).unwrap();
         assert_eq!(s, "hi");
     }
-
 }
