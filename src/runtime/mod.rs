@@ -39,6 +39,7 @@
 //! different process.
 
 pub mod console;
+mod oci_cli;
 mod spec;
 pub mod user;
 
@@ -46,6 +47,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub use nix::sys::signal::Signal;
+pub use oci_cli::OciCli;
 pub use oci_spec::runtime::Spec;
 pub use spec::{
     build_spec, parse_size, parse_ulimit, ImageConfig, Network, RunOptions, DEFAULT_CAPABILITIES,
@@ -123,6 +125,53 @@ pub trait Runtime {
     fn kill(&self, id: &str, signal: Signal) -> Result<()>;
     /// Forgets the container; `force` kills it first if it still runs.
     fn delete(&self, id: &str, force: bool) -> Result<()>;
+}
+
+/// Opens the runtime plugin `name` of the store at `root`: `runc` or
+/// `crun` (found on `PATH`), or the path of any OCI runtime binary (any
+/// name holding a `/`). Each keeps its state in `<root>/runtime/<name>`; a
+/// path's in `<root>/runtime/path-<file name>`.
+pub fn open(root: &Path, name: &str) -> Result<Box<dyn Runtime>> {
+    let state = root.join("runtime");
+    match name {
+        // TODO(lead): return the built-in runtime here at merge time (it is
+        // written in another clone).
+        "berth" => Err(Error::Unsupported {
+            runtime: name.to_owned(),
+            message: "the built-in runtime is not part of this build yet".to_owned(),
+        }),
+        "runc" | "crun" => Ok(Box::new(OciCli::find(name, state.join(name))?)),
+        path if path.contains('/') => {
+            let file = Path::new(path)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let dir = format!("path-{}", sanitise(&file));
+            Ok(Box::new(OciCli::find(path, state.join(dir))?))
+        }
+        other => Err(Error::InvalidArgument(format!(
+            "unknown runtime \"{other}\": expected berth, runc, crun or the path of an OCI runtime binary"
+        ))),
+    }
+}
+
+/// A file name fit to be one directory name: anything outside
+/// `[A-Za-z0-9_.-]` becomes `_`, and `.`/`..` cannot result.
+fn sanitise(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match s.as_str() {
+        "" | "." | ".." => format!("_{s}"),
+        _ => s,
+    }
 }
 
 /// Makes the calling process the reaper of orphaned descendants, so a
