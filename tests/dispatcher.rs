@@ -184,6 +184,12 @@ fn plugins_as_json() {
         local["capabilities"],
         serde_json::json!(["ingest", "resume", "labels"])
     );
+    let runtimes: Vec<&str> = plugins
+        .iter()
+        .filter(|p| p["kind"] == "runtime")
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(runtimes, ["berth", "runc", "crun"]);
     assert!(!root.exists(), "listing plugins must not create the store");
 }
 

@@ -17,11 +17,16 @@
 //! has written so far with a *lease*, which garbage collection treats as a
 //! root until the lease is deleted or expires.
 
+mod containers;
 mod images;
 mod leases;
 mod schema;
 mod snapshots;
 
+pub use containers::{
+    container_records, delete_container, find_container, insert_container, process_start_time,
+    reconcile, set_container_running, set_container_stopped, ContainerRecord, ContainerStatus,
+};
 pub use images::{put_content, put_image, ContentRecord, ImageRecord};
 pub use leases::{add_resource, delete_lease, Lease};
 pub use snapshots::{
@@ -56,6 +61,12 @@ pub enum Error {
     },
     #[error("metadata: {what}: not found")]
     NotFound { what: String },
+    /// A unique name or id is taken.
+    #[error("metadata: {what}")]
+    AlreadyExists { what: String },
+    /// A short id matches more than one record.
+    #[error("metadata: {what}: ambiguous, matches more than one; give more characters")]
+    Ambiguous { what: String },
     #[error("metadata: {what}: corrupt record: {reason}")]
     Corrupt { what: String, reason: String },
 }
@@ -64,6 +75,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Ambiguous { .. } => ErrorKind::InvalidArgument,
             Error::TooNew { .. } => ErrorKind::FailedPrecondition,
             Error::Corrupt { .. } => ErrorKind::DataLoss,
             Error::Sqlite { .. } => ErrorKind::Internal,

@@ -65,6 +65,36 @@ const MIGRATIONS: &[&str] = &[
         last_id     INTEGER NOT NULL
     );
     "#,
+    // 3: containers. Pids come with their start times (clock ticks since
+    // boot, /proc/<pid>/stat field 22) so a reader can tell a live
+    // supervisor from a recycled pid; `command` and `labels` are JSON.
+    r#"
+    CREATE TABLE containers (
+        id                TEXT PRIMARY KEY,
+        name              TEXT NOT NULL UNIQUE,
+        image             TEXT NOT NULL,
+        image_digest      TEXT,
+        snapshotter       TEXT NOT NULL,
+        snapshot_key      TEXT NOT NULL,
+        runtime           TEXT NOT NULL,
+        spec              TEXT NOT NULL,
+        command           TEXT NOT NULL DEFAULT '[]',
+        status            TEXT NOT NULL CHECK (status IN ('created', 'running', 'stopped')),
+        pid               INTEGER,
+        pid_start         INTEGER,
+        supervisor_pid    INTEGER,
+        supervisor_start  INTEGER,
+        exit_code         INTEGER,
+        oom_killed        INTEGER NOT NULL DEFAULT 0,
+        created_ns        INTEGER NOT NULL,
+        started_ns        INTEGER,
+        finished_ns       INTEGER,
+        labels            TEXT NOT NULL DEFAULT '{}',
+        auto_remove       INTEGER NOT NULL DEFAULT 0,
+        cgroup_path       TEXT,
+        log_path          TEXT
+    );
+    "#,
 ];
 
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -131,6 +161,36 @@ mod tests {
         drop(db);
         let err = Db::open(dir.path()).unwrap_err();
         assert!(matches!(err, Error::TooNew { .. }), "{err}");
+    }
+
+    #[test]
+    fn store_at_version_2_migrates_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.path().join("meta.db")).unwrap();
+            for step in &MIGRATIONS[..2] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO images (name, media_type, digest, size, created_ns, updated_ns)
+                 VALUES ('a:1', 'm', 'sha256:00', 1, 0, 0)",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        let (v, images, containers): (i64, i64, i64) = db
+            .read(|c| {
+                Ok((
+                    c.pragma_query_value(None, "user_version", |r| r.get(0))?,
+                    c.query_row("SELECT count(*) FROM images", [], |r| r.get(0))?,
+                    c.query_row("SELECT count(*) FROM containers", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((v, images, containers), (3, 1, 0));
+        assert_eq!(VERSION, 3);
     }
 
     #[test]

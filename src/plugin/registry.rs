@@ -6,7 +6,7 @@ use super::{PluginKind, PluginSpec};
 
 /// Every compiled-in plugin, in the order they are probed and listed.
 ///
-/// To add a plugin (the runtimes `berth`, `runc` and `crun` are next):
+/// To add a plugin:
 ///
 /// 1. Write its probe, `fn(&InitContext) -> Result<(), String>`, next to the
 ///    implementation (e.g. `pub fn probe` in `src/snapshot/overlay/`): check
@@ -57,6 +57,27 @@ static REGISTRY: &[PluginSpec] = &[
         description: "layers as full directory copies (reflinked where possible), any filesystem",
         capabilities: &["delete-whiteouts", "reflink", "any-filesystem", "views"],
         init: probe::snapshotter_native,
+    },
+    PluginSpec {
+        kind: PluginKind::Runtime,
+        id: "berth",
+        description: "built-in: namespaces, mounts, pivot_root and cgroups done by berth itself",
+        capabilities: &["terminal", "cgroups-v1", "cgroups-v2"],
+        init: probe::runtime_berth,
+    },
+    PluginSpec {
+        kind: PluginKind::Runtime,
+        id: "runc",
+        description: "the runc binary on PATH, driven through its OCI CLI",
+        capabilities: &["oci-cli", "terminal", "cgroups-v1", "cgroups-v2"],
+        init: probe::runtime_runc,
+    },
+    PluginSpec {
+        kind: PluginKind::Runtime,
+        id: "crun",
+        description: "the crun binary on PATH, driven through its OCI CLI; refuses hybrid cgroups",
+        capabilities: &["oci-cli", "terminal", "cgroups-v1", "cgroups-v2"],
+        init: probe::runtime_crun,
     },
 ];
 

@@ -287,3 +287,25 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_paths_become_one_directory_name() {
+        assert_eq!(sanitise("runc"), "runc");
+        assert_eq!(sanitise("my runtime:v2"), "my_runtime_v2");
+        assert_eq!(sanitise(".."), "_..");
+        assert_eq!(sanitise(""), "_");
+    }
+
+    #[test]
+    fn open_refuses_unknown_names() {
+        let dir = Path::new("/nonexistent");
+        let err = open(dir, "podman").err().unwrap();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let err = open(dir, "berth").err().unwrap();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    }
+}
