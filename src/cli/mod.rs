@@ -5,8 +5,11 @@
 //! library function.
 
 pub mod exit;
+pub mod kill;
+pub mod logs;
 pub mod progress;
 pub mod pull;
+pub mod run;
 pub mod snapshot;
 
 use std::io::IsTerminal;
@@ -72,7 +75,10 @@ impl ProgressMode {
 pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
     vec![
         ("berth", crate::plugin::dispatch::command()),
+        ("berth-kill", kill::command()),
+        ("berth-logs", logs::command()),
         ("berth-pull", pull::command()),
+        ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
     ]
 }
@@ -122,6 +128,12 @@ pub fn open_snapshotter(
 /// Prints `prog: error: <message>` with the error's cause chain and returns
 /// the exit code for it.
 pub fn report(prog: &str, err: &crate::Error) -> i32 {
+    eprintln!("{prog}: error: {}", message(err));
+    exit::code(err.kind())
+}
+
+/// An error's message with its cause chain, each cause once.
+pub fn message(err: &crate::Error) -> String {
     let mut msg = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -133,8 +145,7 @@ pub fn report(prog: &str, err: &crate::Error) -> i32 {
         }
         source = cause.source();
     }
-    eprintln!("{prog}: error: {msg}");
-    exit::code(err.kind())
+    msg
 }
 
 /// Human-readable byte counts for progress and tables (decimal units, as

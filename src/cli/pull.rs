@@ -163,28 +163,13 @@ impl<'a> Session<'a> {
             None => None,
             Some(user) => Some(credential(user, args.password_stdin)?),
         };
-        let hosts = config
-            .registries
-            .iter()
-            .map(|(host, r)| {
-                (
-                    host.to_string(),
-                    HostOptions {
-                        plain_http: r.plain_http,
-                        insecure: r.insecure,
-                        ca_file: r.ca_file.clone(),
-                    },
-                )
-            })
-            .collect();
-        let client = Client::new(ClientOptions {
-            plain_http: args.plain_http,
-            insecure: args.insecure,
-            hosts,
+        let client = registry_client(
+            &config,
+            args.plain_http,
+            args.insecure,
             credential,
-            debug: args.global.debug_enabled(),
-            ..ClientOptions::default()
-        })?;
+            args.global.debug_enabled(),
+        )?;
         // The content store creates the root (owner-only) before the database opens in it.
         let store = Store::open(&root)?;
         let db = Db::open(&root)?;
@@ -238,6 +223,39 @@ impl<'a> Session<'a> {
         }
         Ok(result)
     }
+}
+
+/// A registry client configured from the config file's `[registry.*]`
+/// tables and the command's flags.
+pub fn registry_client(
+    config: &crate::config::Config,
+    plain_http: bool,
+    insecure: bool,
+    credential: Option<Credential>,
+    debug: bool,
+) -> Result<Client, Error> {
+    let hosts = config
+        .registries
+        .iter()
+        .map(|(host, r)| {
+            (
+                host.to_string(),
+                HostOptions {
+                    plain_http: r.plain_http,
+                    insecure: r.insecure,
+                    ca_file: r.ca_file.clone(),
+                },
+            )
+        })
+        .collect();
+    Ok(Client::new(ClientOptions {
+        plain_http,
+        insecure,
+        hosts,
+        credential,
+        debug,
+        ..ClientOptions::default()
+    })?)
 }
 
 fn credential(user: &str, password_stdin: bool) -> Result<Credential, Error> {

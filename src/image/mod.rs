@@ -13,6 +13,7 @@ mod extract;
 mod follow;
 pub mod manifest;
 mod pull;
+mod resolve;
 pub mod unpack;
 
 pub use extract::{chain_ids, Extracted};
@@ -21,6 +22,7 @@ pub use pull::{
     pull, BlobKind, Observer, PlatformChoice, PullOptions, PullResult, PulledBlob,
     UNPACKED_LABEL_PREFIX,
 };
+pub use resolve::{resolve_local, LocalImage};
 
 use crate::content::Digest;
 use crate::{content, distribution, metadata, ErrorKind};

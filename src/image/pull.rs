@@ -445,7 +445,7 @@ pub fn pull(
 
 /// The name a pulled image is recorded under: `registry/repo:tag`, or
 /// `registry/repo@digest` when pulled by digest alone.
-fn image_name(reference: &Reference, digest: &Digest) -> String {
+pub(super) fn image_name(reference: &Reference, digest: &Digest) -> String {
     match &reference.tag {
         Some(tag) => format!("{}:{tag}", reference.name()),
         None => format!("{}@{digest}", reference.name()),

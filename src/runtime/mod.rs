@@ -39,6 +39,7 @@
 //! different process.
 
 pub mod console;
+pub mod container;
 // Used by the built-in runtime, written alongside; drop the allow once it is in.
 #[allow(dead_code)]
 pub(crate) mod identity;

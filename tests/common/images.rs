@@ -35,7 +35,8 @@ const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "ash", "ls", "cat", "echo", "sleep", "true", "false", "env", "id", "mkdir", "rm",
     "touch", "pwd", "ps", "kill", "hostname", "uname", "wc", "head", "grep", "stat", "date",
-    "mount", "test", "[",
+    "mount", "test", "[", "tty", "mknod", "sort", "tail", "tr", "cut", "sed", "seq", "dd", "chmod",
+    "printf", "yes", "nc", "ifconfig", "ip",
 ];
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

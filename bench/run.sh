@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Container start-to-exit latency, in the same run, alternating:
+#   berth-run --rm IMAGE /bin/true         (built-in runtime, and --runtime runc)
+#   runc run on a prepared bundle          (no image, no snapshot, no metadata)
+#   crun run on the same bundle            (where the host allows it)
+#   podman run --rm --runtime runc         (where podman is installed)
+# Everything lives on a tmpfs so the disk does not decide the result.
+#   bench/run.sh [RUNS]      (default 20)
+# Prints the medians and the ratios (berth / runc: < 1.2 is the goal).
+set -euo pipefail
+runs=${1:-20}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+"$top/scripts/install-deps.sh"
+cargo build --release --quiet --manifest-path "$top/Cargo.toml" --bins
+bin=$top/target/release
+
+work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
+registry_pid=""
+cleanup() {
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
+  runc --root "$work/fs/runc-state" delete -f bench-runc >/dev/null 2>&1 || true
+  umount "$work/fs/bundle/rootfs" 2>/dev/null || true
+  if mountpoint -q "$work/fs"; then umount -l "$work/fs"; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/fs"
+mount -t tmpfs -o size=1g tmpfs "$work/fs"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/fs/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+"$top/scripts/demo-image.sh" "$work/fs/layout" bench >/dev/null
+image=127.0.0.1:$port/bench/busybox:bench
+skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$image"
+
+export BERTH_CONFIG=/dev/null
+root=$work/fs/berth
+"$bin/berth-pull" -q --root "$root" "$image" >/dev/null
+
+# The bare bundle for runc/crun: the same image unpacked once, and the spec
+# berth itself would write (minus the cgroup path, which runc picks).
+mkdir -p "$work/fs/bundle/rootfs" "$work/fs/runc-state" "$work/fs/crun-state"
+umoci unpack --image "$work/fs/layout:bench" "$work/fs/umoci" >/dev/null
+mount --bind "$work/fs/umoci/rootfs" "$work/fs/bundle/rootfs"
+(cd "$work/fs/bundle" && runc spec && python3 - <<'PY'
+import json
+c = json.load(open("config.json"))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]
+c["root"]["readonly"] = False
+json.dump(c, open("config.json", "w"))
+PY
+)
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {print b - a}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+crun_ok=false
+if command -v crun >/dev/null && crun --root "$work/fs/crun-state" run --bundle "$work/fs/bundle" bench-crun >/dev/null 2>&1; then
+  crun_ok=true
+fi
+podman_ok=false
+if command -v podman >/dev/null; then podman_ok=true; fi
+
+b=(); br=(); r=(); c=(); p=()
+for i in $(seq "$runs"); do
+  t0=$(now); "$bin/berth-run" --root "$root" --rm -q "$image" /bin/true; t1=$(now); b+=("$(elapsed "$t0" "$t1")")
+  t0=$(now); "$bin/berth-run" --root "$root" --runtime runc --rm -q "$image" /bin/true; t1=$(now); br+=("$(elapsed "$t0" "$t1")")
+  t0=$(now); runc --root "$work/fs/runc-state" run --bundle "$work/fs/bundle" bench-runc >/dev/null; t1=$(now); r+=("$(elapsed "$t0" "$t1")")
+  if $crun_ok; then
+    t0=$(now); crun --root "$work/fs/crun-state" run --bundle "$work/fs/bundle" bench-crun >/dev/null; t1=$(now); c+=("$(elapsed "$t0" "$t1")")
+  fi
+  if $podman_ok; then
+    t0=$(now); podman run --rm --runtime runc "$image" /bin/true >/dev/null; t1=$(now); p+=("$(elapsed "$t0" "$t1")")
+  fi
+  printf 'run %d: berth-run %.4fs  berth-run --runtime runc %.4fs  runc run %.4fs\n' "$i" "${b[-1]}" "${br[-1]}" "${r[-1]}"
+done
+mb=$(median "${b[@]}"); mbr=$(median "${br[@]}"); mr=$(median "${r[@]}")
+printf 'median: berth-run %.4fs  berth-run --runtime runc %.4fs  runc run (bare bundle) %.4fs\n' "$mb" "$mbr" "$mr"
+printf 'ratio berth-run/runc-run %.2fx (goal <= 1.2x)\n' "$(awk -v a="$mb" -v b="$mr" 'BEGIN {print a / b}')"
+if $crun_ok; then
+  printf 'crun run (bare bundle) %.4fs\n' "$(median "${c[@]}")"
+else
+  echo "crun: cannot run containers on this host (e.g. hybrid cgroups); no crun comparison"
+fi
+if $podman_ok; then
+  mp=$(median "${p[@]}")
+  printf 'podman run --rm --runtime runc %.4fs  ratio podman/berth-run %.2fx (goal >= 4x)\n' "$mp" "$(awk -v a="$mp" -v b="$mb" 'BEGIN {print a / b}')"
+else
+  echo "podman: not installed on this machine; no podman comparison"
+fi

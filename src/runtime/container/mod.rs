@@ -1,0 +1,554 @@
+//! Containers: from a stored image to a running process and back.
+//!
+//! This is the lifecycle `berth-run` drives, written once for every
+//! runtime plugin:
+//!
+//! 1. [`private_mounts`]: the calling process moves into a mount namespace
+//!    of its own, slave to the host's. The container's root filesystem is
+//!    mounted there, so it is visible to the runtime (a child process) and
+//!    to nobody else, and it vanishes with the last process using it: a
+//!    `berth-run` or supervisor killed at any instant leaves no mount on
+//!    the host.
+//! 2. [`create`]: a writable snapshot on the image's top layer (labelled
+//!    as owned by this process until the container record holds it), its
+//!    mount at `<root>/containers/<id>/rootfs`, the spec in
+//!    `<root>/containers/<id>/config.json`, and the container record
+//!    (status `created`). A failure undoes every step.
+//! 3. [`launch`]: the runtime creates and starts the container; the record
+//!    becomes `running` with the container's pid and the pid of the process
+//!    that waits for it (the foreground `berth-run`, or the supervisor a
+//!    detached run leaves behind).
+//! 4. [`finish`]: after the container's init is reaped, the record becomes
+//!    `stopped` with the exit code and whether the kernel's OOM killer
+//!    struck; the runtime forgets the container; the root filesystem is
+//!    unmounted; with `--rm`, the snapshot, the record and the directory go.
+//!
+//! Readers reconcile: a record still `running` whose waiting process is gone
+//! is shown `stopped` (see `metadata::containers`).
+
+pub mod attach;
+pub mod logs;
+pub mod supervise;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+use super::{build_spec, ImageConfig, RunOptions, Runtime};
+use crate::image::LocalImage;
+use crate::metadata::{self, ContainerRecord, ContainerStatus, Db, Labels};
+use crate::snapshot::{self, mount, Snapshotter};
+use crate::Error;
+
+/// Label on a container's writable snapshot naming the container.
+pub const CONTAINER_LABEL: &str = "berth.io/container";
+
+/// Where the container's cgroup goes, relative to each hierarchy's root.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/berth/{id}")
+}
+
+/// What the store and the plugins give a container operation.
+pub struct Context {
+    pub root: PathBuf,
+    pub db: Db,
+    pub snapshotter: Box<dyn Snapshotter>,
+    pub runtime: Box<dyn Runtime>,
+}
+
+impl Context {
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+}
+
+/// A container's files: `<root>/containers/<id>/`.
+pub fn bundle_rootfs(dir: &Path) -> PathBuf {
+    dir.join("rootfs")
+}
+
+/// The log a detached container's output goes to.
+pub fn log_path(dir: &Path) -> PathBuf {
+    dir.join("container.log")
+}
+
+/// Moves the calling process into its own mount namespace whose mounts
+/// receive the host's but never propagate back. Must run while the process
+/// has one thread.
+pub fn private_mounts() -> Result<(), Error> {
+    let os = |action: &'static str, e: nix::errno::Errno| super::Error::Os {
+        action,
+        source: e.into(),
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| os("entering a private mount namespace", e))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| os("making the mount namespace a slave of the host's", e))?;
+    Ok(())
+}
+
+/// A fresh container id: 64 hex characters from the kernel's random pool.
+pub fn new_id() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| super::Error::Io {
+            action: "reading",
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nimble", "proud", "quiet", "swift", "tidy", "vivid",
+];
+const NOUNS: &[&str] = &[
+    "anchor", "buoy", "cove", "dock", "ferry", "galley", "harbor", "jetty", "keel", "lagoon",
+    "mast", "pier", "quay", "reef", "sloop", "wharf",
+];
+
+/// A docker-style name derived from the id (`swift_harbor_3fa2`).
+fn generated_name(id: &str) -> String {
+    let b = |i: usize| usize::from_str_radix(&id[i..i + 2], 16).unwrap_or(0);
+    format!(
+        "{}_{}_{}",
+        ADJECTIVES[b(0) % ADJECTIVES.len()],
+        NOUNS[b(2) % NOUNS.len()],
+        &id[4..8]
+    )
+}
+
+/// What `berth-run` asks for, beyond the spec flags.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// The name the image was asked for by, as recorded.
+    pub image_name: String,
+    pub options: RunOptions,
+    /// Explicit `--name`; a generated one otherwise.
+    pub name: Option<String>,
+    pub auto_remove: bool,
+    pub detach: bool,
+}
+
+/// Checks a `--name` the way docker does.
+pub fn check_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(super::Error::flag(
+            "--name",
+            name,
+            "must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 128 characters)",
+        )
+        .into())
+    }
+}
+
+/// Steps 2 of the lifecycle: snapshot, mount, spec, record. Nothing is left
+/// behind on failure.
+pub fn create(
+    ctx: &mut Context,
+    image: &LocalImage,
+    req: &CreateRequest,
+) -> Result<ContainerRecord, Error> {
+    if let Some(n) = &req.name {
+        check_name(n)?;
+    }
+    let image_config = ImageConfig::from_json(&image.config)?;
+    let id = new_id()?;
+    let name = req.name.clone().unwrap_or_else(|| generated_name(&id));
+    let dir = ctx.container_dir(&id);
+    let mut undo = Undo {
+        dir: Some(dir.clone()),
+        mounted: None,
+        snapshot: None,
+        snapshotter: &*ctx.snapshotter,
+    };
+    fs::create_dir_all(bundle_rootfs(&dir)).map_err(|source| super::Error::Io {
+        action: "creating container directory",
+        path: dir.clone(),
+        source,
+    })?;
+
+    let key = snapshot_key(&id);
+    let mut labels = Labels::new();
+    labels.insert(CONTAINER_LABEL.into(), id.clone());
+    labels.insert(snapshot::OWNER_LABEL.into(), snapshot::process_owner());
+    let mounts = ctx
+        .snapshotter
+        .prepare(&key, image.top_chain_id.as_deref(), &labels)?;
+    undo.snapshot = Some(key.clone());
+    let rootfs = bundle_rootfs(&dir);
+    mount::mount_all(&mounts, &rootfs)?;
+    undo.mounted = Some(rootfs.clone());
+
+    let mut options = req.options.clone();
+    options.name = id.clone();
+    if options.hostname.is_none() {
+        options.hostname = Some(id[..12].to_string());
+    }
+    let mut spec = build_spec(&image_config, &options, &rootfs, &dir)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(PathBuf::from(cgroup_path(&id))));
+    }
+    let spec_path = dir.join("config.json");
+    let spec_text =
+        serde_json::to_string_pretty(&spec).map_err(|e| super::Error::Spec(e.to_string()))?;
+    write_atomic(&spec_path, spec_text.as_bytes())?;
+
+    let now = metadata::now_ns();
+    let record = ContainerRecord {
+        id: id.clone(),
+        name,
+        image: req.image_name.clone(),
+        image_digest: Some(image.record.digest.to_string()),
+        snapshotter: ctx.snapshotter.name().to_string(),
+        snapshot_key: key.clone(),
+        runtime: ctx.runtime.name().to_string(),
+        spec: spec_text,
+        command: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default(),
+        status: ContainerStatus::Created,
+        pid: None,
+        pid_start: None,
+        supervisor_pid: None,
+        supervisor_start: None,
+        exit_code: None,
+        oom_killed: false,
+        created_ns: now,
+        started_ns: None,
+        finished_ns: None,
+        labels: options.labels.clone(),
+        auto_remove: req.auto_remove,
+        cgroup_path: Some(cgroup_path(&id)),
+        log_path: req.detach.then(|| log_path(&dir).display().to_string()),
+    };
+    ctx.db
+        .write(|tx| metadata::insert_container(tx, &record))??;
+    // The record holds the snapshot now; it must outlive this process.
+    labels.remove(snapshot::OWNER_LABEL);
+    ctx.snapshotter.update(&key, &labels)?;
+    undo.disarm();
+    Ok(record)
+}
+
+/// The writable snapshot's key.
+pub fn snapshot_key(id: &str) -> String {
+    format!("container-{id}")
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)
+        .and_then(|_| fs::rename(&tmp, path))
+        .map_err(|source| {
+            super::Error::Io {
+                action: "writing",
+                path: path.to_path_buf(),
+                source,
+            }
+            .into()
+        })
+}
+
+/// Reverses a half-done [`create`] when dropped armed.
+struct Undo<'a> {
+    dir: Option<PathBuf>,
+    mounted: Option<PathBuf>,
+    snapshot: Option<String>,
+    snapshotter: &'a dyn Snapshotter,
+}
+
+impl Undo<'_> {
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.mounted = None;
+        self.snapshot = None;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(k) = self.snapshot.take() {
+            let _ = self.snapshotter.remove(&k);
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// How a launched container's stdio is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// Foreground without a terminal: the container gets our stdout and
+    /// stderr, and our stdin when `interactive` (else `/dev/null`).
+    Inherit { interactive: bool },
+    /// Foreground with a terminal (`-t`): a pty whose master we copy.
+    Terminal { interactive: bool },
+    /// Detached: output to the log, through pipes or a pty.
+    Log { tty: bool },
+}
+
+/// A started container, and what to wait on.
+pub struct Launched {
+    pub pid: i32,
+    pub output: attach::Output,
+}
+
+/// Step 3: the runtime creates and starts the container; the record
+/// becomes `running`, naming this process as the one waiting for it. On
+/// failure the runtime's side is undone; the caller removes the rest with
+/// [`discard`].
+pub fn launch(ctx: &mut Context, rec: &mut ContainerRecord, io: Io) -> Result<Launched, Error> {
+    use super::Stdio;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    super::become_subreaper()?;
+    let dir = ctx.container_dir(&rec.id);
+    let os = |action: &'static str, source: std::io::Error| super::Error::Os { action, source };
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| os("duplicating stdio", e))
+    };
+    let null = || -> Result<OwnedFd, Error> {
+        Ok(fs::File::open("/dev/null")
+            .map_err(|e| os("opening /dev/null", e))?
+            .into())
+    };
+    let pipe = || -> Result<(OwnedFd, OwnedFd), Error> {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| os("creating output pipe", e.into()).into())
+    };
+    // The console socket lives in a short private directory: socket paths
+    // are limited to 108 bytes and store roots can be long.
+    let mut console_dir = None;
+    let mut pipes = None;
+    let stdio = match io {
+        Io::Inherit { interactive } => Stdio::Fds {
+            stdin: if interactive {
+                dup(std::io::stdin().as_fd())?
+            } else {
+                null()?
+            },
+            stdout: dup(std::io::stdout().as_fd())?,
+            stderr: dup(std::io::stderr().as_fd())?,
+        },
+        Io::Log { tty: false } => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            pipes = Some((out_r, err_r));
+            Stdio::Fds {
+                stdin: null()?,
+                stdout: out_w,
+                stderr: err_w,
+            }
+        }
+        Io::Terminal { .. } | Io::Log { tty: true } => {
+            let d = ConsoleDir::create(&rec.id)?;
+            let sock = d.0.join("sock");
+            let listener = super::console::listen(&sock)?;
+            console_dir = Some((d, listener));
+            Stdio::Terminal {
+                console_socket: sock,
+            }
+        }
+    };
+    let bundle = dir.clone();
+    let pid = ctx.runtime.create(super::CreateOptions {
+        id: &rec.id,
+        bundle: &bundle,
+        stdio,
+    })?;
+    let started = (|| -> Result<attach::Output, Error> {
+        let output = match (io, console_dir, pipes) {
+            (Io::Inherit { .. }, _, _) => attach::Output::Direct,
+            (_, Some((_dir, listener)), _) => {
+                let master = super::console::receive_master(&listener)?;
+                match io {
+                    Io::Terminal { interactive } => {
+                        attach::copy_window_size(master.as_fd());
+                        attach::Output::Terminal {
+                            master,
+                            stdin: interactive,
+                        }
+                    }
+                    _ => attach::Output::TerminalToLog {
+                        master,
+                        log: logs::LogWriter::open(&log_path(&dir))?,
+                    },
+                }
+            }
+            (_, None, Some((stdout, stderr))) => attach::Output::Pipes {
+                stdout,
+                stderr,
+                log: logs::LogWriter::open(&log_path(&dir))?,
+            },
+            (_, None, None) => unreachable!("every Io mode sets up its descriptors"),
+        };
+        Ok(output)
+    })();
+    let output = match started {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = ctx.runtime.delete(&rec.id, true);
+            return Err(e);
+        }
+    };
+    let me = std::process::id() as i32;
+    rec.status = ContainerStatus::Running;
+    rec.pid = Some(pid);
+    let pid_start = metadata::process_start_time(pid).ok_or_else(|| super::Error::Failed {
+        runtime: ctx.runtime.name().to_string(),
+        action: "creating",
+        id: rec.id.clone(),
+        message: format!("its init process {pid} is already gone"),
+    });
+    let pid_start = match pid_start {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ctx.runtime.delete(&rec.id, true);
+            return Err(e.into());
+        }
+    };
+    rec.pid_start = Some(pid_start);
+    rec.supervisor_pid = Some(me);
+    rec.supervisor_start = metadata::process_start_time(me);
+    rec.started_ns = Some(metadata::now_ns());
+    let r = rec.clone();
+    ctx.db.write(|tx| {
+        metadata::set_container_running(
+            tx,
+            &r.id,
+            pid,
+            pid_start,
+            Some(me),
+            r.supervisor_start,
+            r.started_ns.unwrap_or_default(),
+        )
+    })?;
+    Ok(Launched { pid, output })
+}
+
+/// Lets a launched container run its command. Separate from [`launch`] so
+/// the caller can block signals in between: the init, already forked, does
+/// not inherit the mask.
+pub fn start(ctx: &Context, rec: &ContainerRecord) -> Result<(), Error> {
+    ctx.runtime.start(&rec.id).inspect_err(|_| {
+        let _ = ctx.runtime.delete(&rec.id, true);
+    })?;
+    Ok(())
+}
+
+/// Step 4: records how the container ended and releases what it held.
+/// Returns whether the OOM killer struck.
+pub fn finish(
+    ctx: &mut Context,
+    rec: &ContainerRecord,
+    exit: Option<attach::Exit>,
+) -> Result<bool, Error> {
+    let oom = rec
+        .cgroup_path
+        .as_deref()
+        .and_then(|p| {
+            let h = crate::cgroups::Hierarchy::detect().ok()?;
+            crate::cgroups::Cgroup::open(&h, p).oom_kills().ok()
+        })
+        .is_some_and(|n| n > 0);
+    let code = exit.map(attach::Exit::code);
+    let id = rec.id.clone();
+    let now = metadata::now_ns();
+    ctx.db
+        .write(|tx| metadata::set_container_stopped(tx, &id, code, oom, now))?;
+    if let Err(e) = ctx.runtime.delete(&rec.id, true) {
+        eprintln!("berth: container {}: {e}", rec.id);
+    }
+    let _ = nix::mount::umount2(
+        &bundle_rootfs(&ctx.container_dir(&rec.id)),
+        nix::mount::MntFlags::MNT_DETACH,
+    );
+    if rec.auto_remove {
+        discard(ctx, rec)?;
+    }
+    Ok(oom)
+}
+
+/// Removes a container that does not run: its root filesystem mount (if
+/// this process has it), writable snapshot, record and directory.
+pub fn discard(ctx: &mut Context, rec: &ContainerRecord) -> Result<(), Error> {
+    let dir = ctx.container_dir(&rec.id);
+    let _ = nix::mount::umount2(&bundle_rootfs(&dir), nix::mount::MntFlags::MNT_DETACH);
+    match ctx.snapshotter.remove(&rec.snapshot_key) {
+        Ok(()) => {}
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = rec.id.clone();
+    ctx.db.write(|tx| metadata::delete_container(tx, &id))?;
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(super::Error::Io {
+            action: "removing container directory",
+            path: dir,
+            source,
+        }
+        .into()),
+    }
+}
+
+/// A private directory for the console socket, removed on drop. Socket
+/// paths are limited to 108 bytes and store roots can be long, so it lives
+/// in the temp dir.
+struct ConsoleDir(PathBuf);
+
+impl ConsoleDir {
+    fn create(id: &str) -> Result<ConsoleDir, Error> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!(
+            "berth-console-{}-{}",
+            &id[..12],
+            std::process::id()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|source| super::Error::Io {
+                action: "creating console socket directory",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(ConsoleDir(path))
+    }
+}
+
+impl Drop for ConsoleDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
