@@ -38,13 +38,16 @@
 //! holds state in memory between these calls: each verb may run in a
 //! different process.
 
+mod builtin;
 pub mod console;
+pub mod identity;
 mod spec;
 pub mod user;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+pub use builtin::Builtin;
 pub use nix::sys::signal::Signal;
 pub use oci_spec::runtime::Spec;
 pub use spec::{
