@@ -585,21 +585,8 @@ fn do_mount(r: Reporter, root: BorrowedFd<'_>, m: &MountStep) {
                     }
                 }
             }
-            if !ro.is_empty() {
-                let now = r.check(open_in_root(root, &m.rel, OFlag::O_PATH), "reopening", dest);
-                let at = FdPath::new(now.as_raw_fd());
-                r.check(
-                    mount(
-                        none(),
-                        at.as_cstr(),
-                        none(),
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | base | ro,
-                        none(),
-                    ),
-                    "remounting read-only",
-                    dest,
-                );
-            }
+            // The tmpfs itself stays writable, as under runc (docker's
+            // containers show it rw); the hierarchies in it are read-only.
         }
     }
     if !m.propagation.is_empty() {
