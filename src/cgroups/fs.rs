@@ -25,14 +25,19 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Writes `value` to an existing control file in a single write.
+/// Writes `value` to an existing control file in a single write. cgroupfs
+/// ignores `O_TRUNC`; a plain file (a test tree) needs it.
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     let action = |source| Error::Write {
         path: path.to_path_buf(),
         value: value.to_string(),
         source,
     };
-    let mut f = OpenOptions::new().write(true).open(path).map_err(action)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(action)?;
     f.write_all(value.as_bytes()).map_err(action)
 }
 

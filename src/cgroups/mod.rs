@@ -378,3 +378,6 @@ fn pids_max(limit: i64) -> String {
         "max".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -170,21 +170,32 @@ pub(crate) fn apply(c: &Controllers, rel: &str, r: &LinuxResources) -> Result<()
     Ok(())
 }
 
-/// Deny everything, then the spec's rules in order, then the defaults.
 fn apply_devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
-    fs::write(&dir.join("devices.deny"), "a")?;
+    for (file, rule) in device_writes(rules) {
+        fs::write(&dir.join(file), &rule)?;
+    }
+    Ok(())
+}
+
+/// The writes that set a group's device rules, in order: deny everything,
+/// then the spec's rules as given (later ones win), then
+/// [`DEFAULT_DEVICES`].
+pub(crate) fn device_writes(rules: &[LinuxDeviceCgroup]) -> Vec<(&'static str, String)> {
+    let mut out = vec![("devices.deny", "a".to_string())];
     for rule in rules {
         let file = if rule.allow() {
             "devices.allow"
         } else {
             "devices.deny"
         };
-        fs::write(&dir.join(file), &device_rule(rule))?;
+        out.push((file, device_rule(rule)));
     }
-    for rule in DEFAULT_DEVICES {
-        fs::write(&dir.join("devices.allow"), rule)?;
-    }
-    Ok(())
+    out.extend(
+        DEFAULT_DEVICES
+            .iter()
+            .map(|r| ("devices.allow", r.to_string())),
+    );
+    out
 }
 
 /// A rule as the devices controller reads it: `type major:minor access`,

@@ -40,7 +40,7 @@
 
 mod builtin;
 pub mod console;
-pub mod identity;
+pub(crate) mod identity;
 mod spec;
 pub mod user;
 

@@ -1,0 +1,213 @@
+//! cgroups on the live host: v1 controllers as this host mounts them, and a
+//! cgroup2 hierarchy the test mounts itself. Every group, process and mount
+//! is owned by a guard that tears it down even when an assert fails.
+//!
+//! These need root (creating cgroups); as another user they fail loudly.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use berth::cgroups::{Cgroup, Hierarchy, Version};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use oci_spec::runtime::LinuxResources;
+use serde_json::json;
+
+fn unique_name() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "berth-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A group and the processes put into it. Drop kills the processes,
+/// reaps them and removes the group (its top-level dir, so nested groups
+/// go too).
+struct Group {
+    top: Cgroup,
+    children: Vec<Child>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.top.kill_all();
+        let _ = self.top.remove();
+    }
+}
+
+/// A cgroup2 mount on a temp dir; unmounted (lazily if busy) on drop,
+/// after the groups inside are gone: declare it before the `Group`.
+struct Cgroup2Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Cgroup2Mount {
+    fn new() -> Cgroup2Mount {
+        let dir = tempfile::tempdir().unwrap();
+        mount(
+            Some("none"),
+            dir.path(),
+            Some("cgroup2"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap_or_else(|e| panic!("mount -t cgroup2 none {}: {e}", dir.path().display()));
+        Cgroup2Mount { dir }
+    }
+}
+
+impl Drop for Cgroup2Mount {
+    fn drop(&mut self) {
+        if umount2(self.dir.path(), MntFlags::empty()).is_err() {
+            let _ = umount2(self.dir.path(), MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn sleeper() -> Child {
+    Command::new("sleep").arg("300").spawn().unwrap()
+}
+
+/// Every place a leftover `name` could be: each v1 hierarchy and the
+/// unified one (the same hierarchy a test's own cgroup2 mount shows).
+fn leftovers(name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let p = entry.unwrap().path().join(name);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    found
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    let p = p.as_ref();
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn limits() -> LinuxResources {
+    serde_json::from_value(json!({
+        "memory": {"limit": 64 * 1024 * 1024},
+        "pids": {"limit": 50},
+        "cpu": {"quota": 50000, "period": 100000, "shares": 512}
+    }))
+    .unwrap()
+}
+
+/// The v1 scenario; `fail_midway` panics after the group holds a process,
+/// to prove the guard still cleans up.
+fn live_v1(name: &str, fail_midway: bool) {
+    let h = Hierarchy::detect().unwrap();
+    assert_eq!(h.version(), Version::V1, "this host is hybrid: v1");
+    let path = format!("/{name}");
+    let cg = Cgroup::create(&h, &path).unwrap();
+    let mut group = Group {
+        top: cg.clone(),
+        children: Vec::new(),
+    };
+    Cgroup::create(&h, &path).expect("create is idempotent");
+    cg.apply(&limits()).unwrap();
+
+    let dir = |c: &str| h.v1_mountpoint(c).unwrap().join(name);
+    assert_eq!(
+        read(dir("memory").join("memory.limit_in_bytes")),
+        "67108864"
+    );
+    assert_eq!(read(dir("pids").join("pids.max")), "50");
+    assert_eq!(read(dir("cpu").join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(dir("cpu").join("cpu.cfs_period_us")), "100000");
+    assert_eq!(read(dir("cpu").join("cpu.shares")), "512");
+    let devices = read(dir("devices").join("devices.list"));
+    assert!(devices.contains("c 1:3 rwm"), "{devices}");
+    assert!(devices.contains("c 136:* rwm"), "{devices}");
+    assert!(!devices.contains("a *:* rwm"), "deny-all first: {devices}");
+    assert_eq!(
+        read(dir("cpuset").join("cpuset.cpus")),
+        read(h.v1_mountpoint("cpuset").unwrap().join("cpuset.cpus"))
+    );
+
+    group.children.push(sleeper());
+    let pid = group.children[0].id() as i32;
+    cg.add_process(pid).unwrap();
+    assert_eq!(cg.processes().unwrap(), [pid]);
+    for c in ["pids", "cpu", "devices", "freezer", "cpuset", "blkio"] {
+        assert_eq!(read(dir(c).join("cgroup.procs")), pid.to_string(), "{c}");
+    }
+    assert_eq!(cg.oom_kills().unwrap(), 0);
+    if fail_midway {
+        panic!("failing on purpose with {pid} in {path}");
+    }
+
+    cg.kill_all().unwrap();
+    assert!(cg.processes().unwrap().is_empty());
+    let status = group.children[0].wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    cg.remove().unwrap();
+    assert_eq!(leftovers(name), Vec::<PathBuf>::new());
+    cg.remove().expect("removing a removed group is fine");
+}
+
+#[test]
+fn v1_live_create_apply_join_kill_remove() {
+    let name = unique_name();
+    live_v1(&name, false);
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn v2_own_mount_nested_group_join_kill_remove() {
+    let name = unique_name();
+    {
+        let mnt = Cgroup2Mount::new();
+        let h = Hierarchy::v2(mnt.dir.path());
+        let top = Cgroup::open(&h, &format!("/{name}"));
+        let mut group = Group {
+            top,
+            children: Vec::new(),
+        };
+        let cg = Cgroup::create(&h, &format!("/{name}/inner")).unwrap();
+        assert_eq!(cg.version(), Version::V2);
+        assert!(mnt.dir.path().join(&name).join("inner").is_dir());
+
+        group.children.push(sleeper());
+        group.children.push(sleeper());
+        let mut pids: Vec<i32> = group.children.iter().map(|c| c.id() as i32).collect();
+        for pid in &pids {
+            cg.add_process(*pid).unwrap();
+        }
+        let mut listed = cg.processes().unwrap();
+        listed.sort();
+        pids.sort();
+        assert_eq!(listed, pids);
+
+        cg.kill_all().unwrap();
+        assert!(cg.processes().unwrap().is_empty());
+        for c in &mut group.children {
+            assert!(!c.wait().unwrap().success());
+        }
+        group.top.remove().unwrap();
+        assert!(!mnt.dir.path().join(&name).exists());
+    }
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_failing_test_leaves_no_group_behind() {
+    let name = unique_name();
+    let n = name.clone();
+    let result = std::thread::spawn(move || live_v1(&n, true)).join();
+    assert!(result.is_err(), "the scenario was meant to panic");
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}
