@@ -14,7 +14,7 @@ use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, Spec};
 
 use super::options;
-use crate::runtime::identity::Identity;
+use crate::runtime::identity::{capability_number, Identity};
 
 /// Why a spec cannot run here; becomes the `message` of `Error::Failed`.
 pub(super) type Refusal = String;
@@ -345,6 +345,7 @@ impl Plan {
             .map(cstr)
             .collect::<Result<_, _>>()?;
 
+        check_capabilities(process)?;
         let identity = Identity::from_process(process).map_err(|e| e.to_string())?;
         let cwd = process.cwd();
         let umask = process.user().umask().unwrap_or(0o022);
@@ -406,6 +407,42 @@ fn exec(process: &oci_spec::runtime::Process) -> Result<Exec, Refusal> {
         direct,
         search,
     })
+}
+
+/// Capabilities we do not hold ourselves can never be granted: name the
+/// first one instead of failing later with a bare `capset: EPERM`.
+fn check_capabilities(process: &oci_spec::runtime::Process) -> Result<(), Refusal> {
+    let Some(caps) = process.capabilities() else {
+        return Ok(());
+    };
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("reading /proc/self/status: {e}"))?;
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let (Some(bounding), Some(permitted)) = (mask("CapBnd:"), mask("CapPrm:")) else {
+        return Err("/proc/self/status: no CapBnd or CapPrm line".into());
+    };
+    let ours = bounding & permitted;
+    let sets = [
+        caps.bounding(),
+        caps.effective(),
+        caps.permitted(),
+        caps.inheritable(),
+        caps.ambient(),
+    ];
+    for cap in sets.into_iter().flatten().flatten() {
+        let bit = capability_number(*cap);
+        if bit < 64 && ours & (1 << bit) == 0 {
+            return Err(format!(
+                "capability CAP_{cap} cannot be granted: the calling process does not have it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Spec features berth does not implement: refused, never ignored.
