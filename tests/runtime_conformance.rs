@@ -345,7 +345,7 @@ fn only_held_capabilities(spec: &mut Spec) {
 /// refuse, berth naming the capability.
 #[test]
 fn unobtainable_capability_is_refused() {
-    let mut c = Case::new("nocap");
+    let c = Case::new("nocap");
     let missing = missing_capability().expect("this host lacks no capability: nothing to test");
     let opts = RunOptions {
         name: c.name.clone(),

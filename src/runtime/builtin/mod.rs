@@ -28,7 +28,7 @@ mod plan;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -587,9 +587,6 @@ impl Runtime for Builtin {
         })
     }
 }
-
-#[allow(dead_code)]
-fn _assert_raw(_: RawFd) {}
 
 #[cfg(test)]
 mod tests {
