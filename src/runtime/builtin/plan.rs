@@ -691,6 +691,106 @@ mod tests {
         assert!(relative(Path::new("dev")).is_err());
     }
 
+    fn spec(extra: serde_json::Value) -> Spec {
+        let mut v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": { "user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+                         "env": ["PATH=/usr/bin:/bin"] },
+            "root": { "path": "/nonexistent-root" },
+            "linux": { "namespaces": [ {"type": "mount"}, {"type": "pid"} ] },
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            match (v.get_mut(k), val) {
+                (Some(serde_json::Value::Object(dst)), serde_json::Value::Object(src)) => {
+                    for (k2, v2) in src {
+                        dst.insert(k2.clone(), v2.clone());
+                    }
+                }
+                _ => {
+                    v[k] = val.clone();
+                }
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_plain_spec_is_planned() {
+        let p = Plan::new(&spec(serde_json::json!({})), "/berth/x").unwrap();
+        assert_eq!(
+            p.clone_flags,
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID
+        );
+        assert!(!p.loopback && !p.new_cgroupns && p.hostname.is_none());
+        assert_eq!(p.exec.search, [c"/usr/bin", c"/bin"]);
+        assert!(!p.exec.direct);
+        assert_eq!(p.devices.len(), DEFAULT_DEVICES.len());
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_by_name() {
+        for (extra, word) in [
+            (
+                serde_json::json!({"hooks": {"prestart": [{"path": "/bin/true"}]}}),
+                "hooks",
+            ),
+            (
+                serde_json::json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}}),
+                "seccomp",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "time"}]}}),
+                "time",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "pid"}]}}),
+                "mount namespace",
+            ),
+            (serde_json::json!({"hostname": "h"}), "uts"),
+        ] {
+            let err = Plan::new(&spec(extra.clone()), "/berth/x")
+                .err()
+                .unwrap_or_else(|| panic!("{extra} was accepted"));
+            assert!(err.contains(word), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn mounts_become_steps() {
+        let s = spec(serde_json::json!({"mounts": [
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "mode=755"]},
+            {"destination": "/etc/hostname", "type": "bind", "source": "/etc/hostname",
+             "options": ["rbind", "rprivate", "ro"]},
+        ]}));
+        let p = Plan::new(&s, "/berth/x").unwrap();
+        match &p.mounts[0].what {
+            MountWhat::Fs {
+                fstype,
+                flags,
+                data,
+                ..
+            } => {
+                assert_eq!(fstype.as_c_str(), c"tmpfs");
+                assert_eq!(*flags, MsFlags::MS_NOSUID);
+                assert_eq!(data.as_c_str(), c"mode=755");
+            }
+            _ => panic!("tmpfs is not a plain mount"),
+        }
+        assert_eq!(p.mounts[1].rel, b"etc/hostname");
+        match &p.mounts[1].what {
+            MountWhat::Bind { file, flags, .. } => {
+                assert!(*file);
+                assert!(flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REC));
+            }
+            _ => panic!("bind is not a bind"),
+        }
+        assert_eq!(
+            p.mounts[1].propagation,
+            [MsFlags::MS_PRIVATE | MsFlags::MS_REC]
+        );
+    }
+
     #[test]
     fn mountinfo_escapes() {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
