@@ -334,3 +334,55 @@ fn kill_and_force_delete_a_running_container() {
     assert!(code == 128 + 15 || code == 128 + 9, "{code}");
     c.assert_gone();
 }
+
+#[test]
+fn user_namespace_with_id_maps() {
+    let mut c = Ctr::new();
+    let opts = c.opts("id -u; cat /proc/self/uid_map; ls /dev/null");
+    c.write_spec(&opts);
+    let path = c.bundle().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "user"}));
+    let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    v["linux"]["uidMappings"] = map.clone();
+    v["linux"]["gidMappings"] = map;
+    fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    // The root filesystem must belong to the namespace's root.
+    fn chown_tree(p: &Path) {
+        std::os::unix::fs::lchown(p, Some(100000), Some(100000)).unwrap();
+        if p.is_dir() && !p.is_symlink() {
+            for e in fs::read_dir(p).unwrap() {
+                chown_tree(&e.unwrap().path());
+            }
+        }
+    }
+    chown_tree(&c.rootfs());
+    // write_spec would overwrite the edited file: create directly.
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let stdin: OwnedFd = fs::File::open("/dev/null").unwrap().into();
+    let pid =
+        c.rt.create(CreateOptions {
+            id: &c.id,
+            bundle: &c.bundle(),
+            stdio: Stdio::Fds {
+                stdin,
+                stdout: out_w,
+                stderr: err_w,
+            },
+        })
+        .unwrap();
+    c.pid = Some(pid);
+    c.rt.start(&c.id).unwrap();
+    let code = c.wait();
+    let mut out = String::new();
+    fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    fs::File::from(err_r).read_to_string(&mut err).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words, ["0", "0", "100000", "65536", "/dev/null"], "{out}");
+}

@@ -223,6 +223,20 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
     for (fd, flag, path) in &plan.joins {
         r.check(setns(fd, *flag), "joining namespace", path.to_bytes());
     }
+    if plan.bind_devices {
+        // In a user namespace we start as ids it does not map: become its
+        // root, or nothing we create could be owned by anyone.
+        r.check(
+            unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+            "setresgid",
+            b"0",
+        );
+        r.check(
+            unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+            "setresuid",
+            b"0",
+        );
+    }
     if plan.new_cgroupns {
         r.check(
             unshare(CloneFlags::CLONE_NEWCGROUP),

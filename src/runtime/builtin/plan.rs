@@ -32,7 +32,9 @@ pub(super) struct Plan {
     pub root_propagation: MsFlags,
     pub mounts: Vec<MountStep>,
     pub devices: Vec<Device>,
-    /// In a user namespace mknod is refused: bind the host's nodes instead.
+    /// The init lives in a user namespace (new or joined): it becomes the
+    /// namespace's root first, and binds the host's device nodes, since
+    /// mknod is refused there.
     pub bind_devices: bool,
     /// The host has `/proc/kcore`, so `/dev/core` points there.
     pub dev_core: bool,
