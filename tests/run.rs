@@ -9,149 +9,13 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth::metadata::{ContainerRecord, ContainerStatus, Db};
+use berth::metadata::ContainerStatus;
 use common::*;
 
 const RUNTIMES: &[&str] = &["berth", "runc"];
-
-/// A registry with the test image, and a store it was pulled into.
-struct Env {
-    _registry: Registry,
-    root: TempRoot,
-    image: String,
-}
-
-impl Env {
-    fn new() -> Env {
-        let registry = Registry::start();
-        let image = ImageBuilder::new("run")
-            .cmd(&["sh", "-c", "echo default-cmd"])
-            .build();
-        let reference = registry.reference("run/busybox:1");
-        push_oci(&image, &registry, "run/busybox:1");
-        let root = TempRoot::new();
-        let env = Env {
-            _registry: registry,
-            root,
-            image: reference,
-        };
-        let out = env.cmd("berth-pull", &["-q", &env.image]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "pull: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        env
-    }
-
-    fn cmd(&self, bin_name: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(bin(bin_name));
-        c.arg("--root")
-            .arg(self.root.path())
-            .args(args)
-            .env("BERTH_CONFIG", "/dev/null")
-            .env_remove("BERTH_ROOT")
-            .env_remove("BERTH_LOG")
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// `berth-run --runtime RT ARGS…` (the image is in ARGS), to completion.
-    fn run(&self, runtime: &str, args: &[&str]) -> Output {
-        let mut full = vec!["--runtime", runtime];
-        full.extend_from_slice(args);
-        let out = self.cmd("berth-run", &full).output().unwrap();
-        eprintln!(
-            "berth-run {full:?}: {:?}\nstdout: {}\nstderr: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn db(&self) -> Db {
-        Db::open(self.root.path()).unwrap()
-    }
-
-    fn containers(&self) -> Vec<ContainerRecord> {
-        self.db().containers_reconciled().unwrap()
-    }
-
-    fn container(&self, name: &str) -> ContainerRecord {
-        self.db()
-            .container_reconciled(name)
-            .unwrap_or_else(|e| panic!("container {name}: {e}"))
-    }
-
-    /// Waits until `name` is recorded stopped.
-    fn wait_stopped(&self, name: &str) -> ContainerRecord {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let c = self.container(name);
-            if c.status == ContainerStatus::Stopped {
-                return c;
-            }
-            assert!(Instant::now() < deadline, "{name} still {:?}", c.status);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Asserts nothing of `id` is left on the host.
-    fn assert_released(&self, id: &str) {
-        for ctrl in ["memory", "pids", "cpu", "devices"] {
-            let p = Path::new("/sys/fs/cgroup")
-                .join(ctrl)
-                .join("berth")
-                .join(id);
-            assert!(!p.exists(), "cgroup {} left behind", p.display());
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(
-            !mounts.contains(id),
-            "a mount of container {id} is visible on the host"
-        );
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Kill what a failed test left running, supervisors first so they
-        // cannot record anything half-way, then the containers; their
-        // cgroups go once empty.
-        let Ok(db) = Db::open(self.root.path()) else {
-            return;
-        };
-        let Ok(list) = db.containers() else { return };
-        for c in &list {
-            for (pid, start) in [(c.supervisor_pid, c.supervisor_start), (c.pid, c.pid_start)] {
-                if let (Some(pid), Some(start)) = (pid, start) {
-                    if berth::metadata::process_start_time(pid) == Some(start) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        for c in &list {
-            let _ = Command::new("runc")
-                .arg("--root")
-                .arg(self.root.path().join("runtime/runc"))
-                .args(["delete", "-f", &c.id])
-                .stderr(Stdio::null())
-                .status();
-            if let Ok(h) = berth::cgroups::Hierarchy::detect() {
-                let _ = berth::cgroups::Cgroup::open(&h, &format!("/berth/{}", c.id)).remove();
-            }
-        }
-    }
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -286,7 +150,16 @@ fn killed_by_a_signal_exits_128_plus_n() {
         let mut child = env
             .cmd(
                 "berth-run",
-                &["--runtime", rt, "--rm", "--name", &name, &env.image, "sleep", "1000"],
+                &[
+                    "--runtime",
+                    rt,
+                    "--rm",
+                    "--name",
+                    &name,
+                    &env.image,
+                    "sleep",
+                    "1000",
+                ],
             )
             .spawn()
             .unwrap();
@@ -612,10 +485,6 @@ fn isolation() {
         touch /sys/kernel/x 2>/dev/null && echo sys-writable; \
         mknod /tmp/mem c 1 1 && (head -c 1 /tmp/mem >/dev/null 2>&1 && echo mem-readable || echo mem-denied); \
         cut -d' ' -f2 /proc/self/mounts | tr '\\n' ' '";
-    let host_mounts = std::fs::read_to_string("/proc/self/mounts")
-        .unwrap()
-        .lines()
-        .count();
     for rt in RUNTIMES {
         let out = env.run(rt, &["--rm", &env.image, "sh", "-c", script]);
         let text = stdout(&out);
@@ -626,10 +495,20 @@ fn isolation() {
         assert!(!text.contains("writable"), "{rt}: {text}");
         assert!(text.contains("mem-denied"), "{rt}: {text}");
         // Only the container's own mounts: none of the host's.
-        let allowed = ["/proc", "/dev", "/sys", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+        let allowed = [
+            "/proc",
+            "/dev",
+            "/sys",
+            "/etc/hosts",
+            "/etc/hostname",
+            "/etc/resolv.conf",
+        ];
         for m in lines.last().unwrap().split_whitespace() {
             assert!(
-                m == "/" || allowed.iter().any(|a| m == *a || m.starts_with(&format!("{a}/"))),
+                m == "/"
+                    || allowed
+                        .iter()
+                        .any(|a| m == *a || m.starts_with(&format!("{a}/"))),
                 "{rt}: host mount {m} visible in the container"
             );
         }

@@ -14,6 +14,7 @@
 //!   front of a plain registry, or Basic-only auth.
 //! - [`FaultProxy`]: corrupts, cuts, stalls or throttles blob bodies, and
 //!   counts the bytes it served per blob.
+//! - [`Env`]: a store with a busybox image pulled, to run containers in.
 //! - [`bin`], [`TempRoot`], [`walk_store_blobs`]: run berth's binaries on a
 //!   throwaway store root and check every blob in it matches its name.
 //!
@@ -26,6 +27,7 @@
 //! child processes run with proxy variables removed.
 
 mod client;
+mod containers;
 mod fault;
 mod http;
 mod images;
@@ -38,6 +40,7 @@ mod token;
 mod tools;
 
 pub use client::{agent, assert_loopback, Reply, ACCEPT_ALL_MANIFESTS};
+pub use containers::Env;
 pub use fault::{Fault, FaultProxy, Served};
 pub use images::{
     host_architecture, random_bytes, two_platform, Image, ImageBuilder, Layer, MultiArchImage,
