@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A newcomer's first command: installs what berth needs, builds and installs
-# the berth binaries, starts a local registry with a busybox demo image, and
-# pulls it with berth.
+# the berth binaries, starts a local registry with a busybox demo image,
+# pulls it with berth, and runs a container from it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -16,3 +16,4 @@ echo "demo: installed berth binaries into $bindir" >&2
 image=$(scripts/demo-registry.sh start)
 echo "demo: registry running with $image (stop it: scripts/demo-registry.sh stop)" >&2
 "$bindir/berth" pull "$image"
+"$bindir/berth" run --rm "$image" sh -c 'echo "hello from container $(hostname): $(uname -sr), pid $$"'
