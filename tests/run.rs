@@ -358,6 +358,13 @@ fn detached_logs_kill_and_recorded_exit() {
         let again = env.cmd("berth-kill", &[&name]).output().unwrap();
         assert!(!again.status.success());
         assert!(stderr(&again).contains("not running"), "{}", stderr(&again));
+        // A detached container that cannot start says why, with
+        // berth-run's exit code, and leaves nothing.
+        let before = env.containers().len();
+        let out = env.run(rt, &["-d", &env.image, "no-such-command"]);
+        assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+        assert!(stderr(&out).contains("no-such-command"), "{}", stderr(&out));
+        assert_eq!(env.containers().len(), before);
     }
 }
 
