@@ -198,6 +198,7 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 125 } else { 0 };
         }
     };
+    container::reset_inherited_signals();
     let result = match &args.supervise {
         Some(id) => supervise_main(&args, id),
         None => run(&args),

@@ -41,8 +41,6 @@
 mod builtin;
 pub mod console;
 pub mod container;
-// `identity::parse_capability` has no caller yet (the CLI will have one).
-#[allow(dead_code)]
 pub(crate) mod identity;
 mod oci_cli;
 mod spec;

@@ -459,7 +459,15 @@ fn capabilities(opts: &RunOptions) -> Result<Vec<String>> {
         .collect::<Result<Vec<_>>>()?;
     let all = |v: &[String]| v.iter().any(|c| c == "ALL");
     let mut set: Vec<&str> = if opts.privileged || all(&add) {
-        ALL_CAPABILITIES.to_vec()
+        // "Every capability" means every one we can hand on: a capability
+        // outside our own bounding set (CAP_SYS_RESOURCE in some sandboxes)
+        // or unknown to this kernel cannot be granted by any runtime.
+        let ours = bounding_set();
+        ALL_CAPABILITIES
+            .iter()
+            .copied()
+            .filter(|c| grantable(c, ours))
+            .collect()
     } else if all(&drop) {
         Vec::new()
     } else {
@@ -474,6 +482,27 @@ fn capabilities(opts: &RunOptions) -> Result<Vec<String>> {
         }
     }
     Ok(set.into_iter().map(|c| format!("CAP_{c}")).collect())
+}
+
+/// This process's bounding set, from `/proc/self/status`; all bits when it
+/// cannot be read.
+fn bounding_set() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// Whether capability `name` (no `CAP_` prefix) is in `bounding`.
+fn grantable(name: &str, bounding: u64) -> bool {
+    match super::identity::parse_capability(&format!("CAP_{name}")) {
+        Ok(cap) => bounding & (1u64 << super::identity::capability_number(cap)) != 0,
+        Err(_) => false,
+    }
 }
 
 /// Parses a size: plain bytes, or with a `b`, `k`, `m`, `g` or `t` suffix

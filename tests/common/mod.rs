@@ -33,6 +33,7 @@ mod http;
 mod images;
 mod layer;
 mod net;
+mod probe;
 mod registry;
 mod skopeo;
 mod store;
@@ -49,6 +50,7 @@ pub use images::{
 };
 pub use layer::{LayerTar, LAYER_MTIME};
 pub use net::free_port;
+pub use probe::PROBE;
 pub use registry::{basic_auth, LoggedRequest, Registry, RegistryOptions};
 pub use skopeo::{push_docker_v2s2, push_index, push_oci, skopeo_copy, split_reference};
 pub use store::{assert_store_blobs_match, bin, walk_store_blobs, StoreBlob, TempRoot};
