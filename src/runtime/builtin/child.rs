@@ -336,6 +336,17 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
         b"",
     );
     let _ = unistd::write(&w, b"0");
+    // Descriptors the caller leaked to us (anything not CLOEXEC, from any
+    // of its threads) must not reach the container.
+    // SAFETY: close_range only changes flags on our own descriptor table.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     // SAFETY: program is NUL-terminated; argv and envp are NULL-terminated
     // arrays of C strings owned by the plan, which outlives this call.
     unsafe { libc::execve(program.as_ptr(), fds.argv, fds.envp) };
@@ -495,17 +506,24 @@ fn do_mount(r: Reporter, root: BorrowedFd<'_>, m: &MountStep) {
             if !(*flags - MsFlags::MS_BIND - MsFlags::MS_REC).is_empty() {
                 let now = r.check(open_in_root(root, &m.rel, OFlag::O_PATH), "reopening", dest);
                 let at = FdPath::new(now.as_raw_fd());
-                r.check(
+                let remount = |extra| {
                     mount(
                         Some(source.as_c_str()),
                         at.as_cstr(),
                         none(),
-                        *flags | MsFlags::MS_REMOUNT,
+                        *flags | MsFlags::MS_REMOUNT | extra,
                         none(),
-                    ),
-                    "remounting bind mount",
-                    dest,
-                );
+                    )
+                };
+                if let Err(e) = remount(MsFlags::empty()) {
+                    // In a user namespace the source's nosuid/nodev/noexec
+                    // are locked: keep them and try again.
+                    if e != Errno::EPERM {
+                        r.die("remounting bind mount", dest, e);
+                    }
+                    let kept = locked_flags(r, at.as_cstr());
+                    r.check(remount(kept), "remounting bind mount", dest);
+                }
             }
         }
         MountWhat::Cgroup2 { flags } => {
