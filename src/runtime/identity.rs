@@ -17,6 +17,7 @@ use oci_spec::runtime::{Capabilities, Capability, PosixRlimitType, Process};
 use super::{Error, Result};
 
 const CAP_LAST_CAP: &str = "/proc/sys/kernel/cap_last_cap";
+const DEFAULT_UMASK: u32 = 0o022;
 
 /// The credentials a container's process gets, ready to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub(crate) struct Identity {
     last_cap: u8,
     rlimits: Vec<Rlimit>,
     no_new_privs: bool,
-    umask: Option<libc::mode_t>,
+    umask: libc::mode_t,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ struct Rlimit {
 impl Identity {
     /// Reads the spec's process: `user` (uid, gid, additionalGids, umask),
     /// `capabilities` (each set; a missing set is empty), `rlimits`,
-    /// `noNewPrivileges`. A capability this kernel does not know and an
+    /// `noNewPrivileges`. An unset umask is 022. A capability this kernel does not know and an
     /// rlimit whose hard limit is above ours (raising one needs
     /// CAP_SYS_RESOURCE) are errors here, before anything is cloned.
     pub(crate) fn from_process(p: &Process) -> Result<Identity> {
@@ -80,7 +81,9 @@ impl Identity {
                     "process.user.umask {m:o}: not a permission mask (at most 0777)"
                 )))
             }
-            m => m.map(|m| m as libc::mode_t),
+            // Unset means 022, not whatever the runtime's caller had: the
+            // same as runc, so images behave alike under both.
+            m => m.unwrap_or(DEFAULT_UMASK) as libc::mode_t,
         };
         Ok(Identity {
             uid: user.uid(),
@@ -124,10 +127,8 @@ impl Identity {
                 }
             })?;
         }
-        if let Some(mask) = self.umask {
-            // SAFETY: umask only swaps the process's file mode mask.
-            unsafe { libc::umask(mask) };
-        }
+        // SAFETY: umask only swaps the process's file mode mask.
+        unsafe { libc::umask(self.umask) };
         prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| ("prctl(PR_SET_KEEPCAPS)", e))?;
         for cap in 0..=self.last_cap {
             if self.bounding & (1 << cap) == 0 {
@@ -392,7 +393,7 @@ mod tests {
         assert_eq!(id.ambient, 0x400);
         assert_eq!((id.uid, id.gid), (1000, 1000));
         assert_eq!(id.groups, [Gid::from_raw(2000), Gid::from_raw(44)]);
-        assert_eq!(id.umask, Some(0o27));
+        assert_eq!(id.umask, 0o27);
         assert!(id.no_new_privs);
         assert_eq!(id.rlimits.len(), 1);
         assert_eq!(id.rlimits[0].resource, Resource::RLIMIT_NOFILE);
@@ -413,7 +414,7 @@ mod tests {
             [0; 5]
         );
         assert!(!id.no_new_privs);
-        assert_eq!(id.umask, None);
+        assert_eq!(id.umask, 0o022, "not the caller's");
     }
 
     #[test]
@@ -712,6 +713,18 @@ mod tests {
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
         for applet in ["sh", "grep"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        // Reachable by uid 1000 whatever the umask of whoever runs the tests.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            tmp.path().to_path_buf(),
+            tmp.path().join("bundle"),
+            rootfs.clone(),
+        ]
+        .into_iter()
+        .chain(["bin", "bin/busybox"].map(|p| rootfs.join(p)))
+        {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let mut spec = crate::runtime::build_spec(
             &crate::runtime::ImageConfig::default(),
