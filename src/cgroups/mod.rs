@@ -136,10 +136,14 @@ impl Cgroup {
     /// v2 uses `cgroup.kill` where the kernel has it (no race with forks);
     /// otherwise (v1) the group is frozen when the freezer is mounted, so
     /// nothing forks while we read the pid list, and every pid is killed
-    /// until none is left.
+    /// until none is left. A group that does not exist has nothing to kill.
     pub fn kill_all(&self) -> Result<()> {
         let rel = self.relative()?;
         let procs = self.procs_dir()?.join("cgroup.procs");
+        if !procs.exists() {
+            // No group, no processes: a teardown that runs twice is fine.
+            return Ok(());
+        }
         if let Layout::V2(root) = &self.hierarchy.layout {
             let kill_file = root.join(rel).join("cgroup.kill");
             if kill_file.exists() {
