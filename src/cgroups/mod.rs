@@ -91,7 +91,8 @@ impl Cgroup {
     /// Applies an OCI spec's `linux.resources`: memory limit, reservation
     /// and swap, cpu quota/period/shares/cpus/mems, pids limit, and on v1
     /// the device rules (deny all, the spec's rules in order, then
-    /// [`v1::DEFAULT_DEVICES`], what any container needs). On v2 `unified`
+    /// the few devices any container needs: null, zero, full, random,
+    /// urandom, tty, console, ptmx, /dev/pts/*). On v2 `unified`
     /// entries are written as given.
     ///
     /// On v2 the kernel enforces device rules only through an eBPF program
