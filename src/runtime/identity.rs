@@ -11,7 +11,7 @@
 
 use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, Capability, PosixRlimitType, Process};
 
 use super::{Error, Result};
@@ -136,11 +136,24 @@ impl Identity {
                     .map_err(|e| ("dropping a capability from the bounding set", e))?;
             }
         }
-        setgroups(&self.groups).map_err(|e| ("setgroups", e))?;
+        // Raw system calls, not glibc's wrappers: those run the setxid
+        // broadcast to every thread glibc believes exists, and a process
+        // cloned from a multi-threaded one can block there forever on a
+        // lock another (absent) thread held at clone time.
+        // SAFETY: groups is a live slice of gid_t-sized Gids; the kernel
+        // only reads it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_setgroups,
+                self.groups.len(),
+                self.groups.as_ptr() as *const libc::gid_t,
+            )
+        };
+        Errno::result(rc).map_err(|e| ("setgroups", e))?;
         let gid = Gid::from_raw(self.gid);
-        setresgid(gid, gid, gid).map_err(|e| ("setresgid", e))?;
+        set_ids(libc::SYS_setresgid, gid.as_raw()).map_err(|e| ("setresgid", e))?;
         let uid = Uid::from_raw(self.uid);
-        setresuid(uid, uid, uid).map_err(|e| ("setresuid", e))?;
+        set_ids(libc::SYS_setresuid, uid.as_raw()).map_err(|e| ("setresuid", e))?;
         capset(self.effective, self.permitted, self.inheritable).map_err(|e| ("capset", e))?;
         prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as _, 0)
             .map_err(|e| ("clearing the ambient capabilities", e))?;
@@ -165,6 +178,14 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// setresuid/setresgid(id, id, id) for this thread, bypassing glibc (see
+/// `Identity::apply`).
+pub(crate) fn set_ids(call: libc::c_long, id: u32) -> nix::Result<()> {
+    // SAFETY: both calls take three integer ids and touch no memory.
+    let rc = unsafe { libc::syscall(call, id, id, id) };
+    Errno::result(rc).map(drop)
 }
 
 /// prctl with the two arguments our options use; the rest must be zero.

@@ -25,6 +25,7 @@ use nix::unistd::{self, fchownat, Gid, Uid};
 
 use super::plan::{MountStep, MountWhat, Plan};
 use crate::rootfs::open_in_root;
+use crate::runtime::identity::set_ids;
 
 /// Report kinds: the first byte of every message on the report pipe.
 pub(super) const READY: u8 = b'R';
@@ -225,17 +226,10 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
     }
     if plan.bind_devices {
         // In a user namespace we start as ids it does not map: become its
-        // root, or nothing we create could be owned by anyone.
-        r.check(
-            unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
-            "setresgid",
-            b"0",
-        );
-        r.check(
-            unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
-            "setresuid",
-            b"0",
-        );
+        // root, or nothing we create could be owned by anyone. (Raw calls:
+        // glibc's wrappers may block in a child of a threaded process.)
+        r.check(set_ids(libc::SYS_setresgid, 0), "setresgid", b"0");
+        r.check(set_ids(libc::SYS_setresuid, 0), "setresuid", b"0");
     }
     if plan.new_cgroupns {
         r.check(

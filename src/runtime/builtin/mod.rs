@@ -53,6 +53,8 @@ const FIFO: &str = "exec.fifo";
 const STACK_SIZE: usize = 8 << 20;
 /// How long `start` and `delete` wait for the init.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// How long `create` waits for the init to finish setting up.
+const SETUP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The built-in runtime; its state lives in `<state_root>/<id>/`.
 #[derive(Debug, Clone)]
@@ -168,7 +170,14 @@ fn describe(status: WaitStatus) -> String {
 /// watched too, not only end-of-file.
 fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
     let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + SETUP_LIMIT;
     loop {
+        if Instant::now() > deadline {
+            return Report::Died(format!(
+                "container init did not finish setting up within {}s",
+                SETUP_LIMIT.as_secs()
+            ));
+        }
         let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
         let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
         if ready > 0 {
