@@ -165,7 +165,9 @@ fn describe(status: WaitStatus) -> String {
     }
 }
 
-/// Waits for the init's one message. The pipe's write end may also live in
+/// Waits for the init's one message. The init is never reaped here: its
+/// pid stays ours (a zombie) until `Undo` kills and reaps it, so no
+/// recycled pid can be signalled. The pipe's write end may also live in
 /// other processes forked meanwhile by other threads, so the init's exit is
 /// watched too, not only end-of-file.
 fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
@@ -191,7 +193,7 @@ fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
                     };
                 }
                 Ok(_) | Err(_) => {
-                    let status = waitpid(pid, None);
+                    let status = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
                     return Report::Died(status.map(describe).unwrap_or_else(|e| e.to_string()));
                 }
             }
@@ -205,7 +207,7 @@ fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
                 if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
                     continue;
                 }
-                let status = waitpid(pid, None);
+                let status = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
                 return Report::Died(status.map(describe).unwrap_or_else(|e| e.to_string()));
             }
             Err(e) => return Report::Died(format!("waiting for container init: {e}")),
