@@ -237,11 +237,16 @@ fn failed_setup_leaves_nothing() {
 #[test]
 fn pid_one_hostname_and_no_host_processes() {
     let mut c = Ctr::new();
-    let mut opts = c.opts("echo $$; hostname; echo /proc/[0-9]*");
+    let mut opts = c.opts("echo $$; hostname; echo /proc/[0-9]*; echo /proc/self/fd/*");
     opts.hostname = Some("boxed".into());
     let (code, out, err) = c.run(&opts);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "1\nboxed\n/proc/1\n");
+    // Only stdio (and the glob's own directory fd): nothing leaked from
+    // the test harness's other threads.
+    assert_eq!(
+        out,
+        "1\nboxed\n/proc/1\n/proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2 /proc/self/fd/3\n"
+    );
 }
 
 #[test]

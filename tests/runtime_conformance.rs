@@ -48,6 +48,7 @@ echo "== ulimit"; ulimit -a
 echo "== umask"; umask
 echo "== env"; env | sort
 echo "== pwd"; pwd
+echo "== fds"; ls /proc/self/fd
 "#;
 
 const APPLETS: &[&str] = &[

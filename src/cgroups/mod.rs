@@ -91,7 +91,8 @@ impl Cgroup {
     /// Applies an OCI spec's `linux.resources`: memory limit, reservation
     /// and swap, cpu quota/period/shares/cpus/mems, pids limit, and on v1
     /// the device rules (deny all, the spec's rules in order, then
-    /// [`v1::DEFAULT_DEVICES`], what any container needs). On v2 `unified`
+    /// the few devices any container needs: null, zero, full, random,
+    /// urandom, tty, console, ptmx, /dev/pts/*). On v2 `unified`
     /// entries are written as given.
     ///
     /// On v2 the kernel enforces device rules only through an eBPF program
@@ -136,10 +137,14 @@ impl Cgroup {
     /// v2 uses `cgroup.kill` where the kernel has it (no race with forks);
     /// otherwise (v1) the group is frozen when the freezer is mounted, so
     /// nothing forks while we read the pid list, and every pid is killed
-    /// until none is left.
+    /// until none is left. A group that does not exist has nothing to kill.
     pub fn kill_all(&self) -> Result<()> {
         let rel = self.relative()?;
         let procs = self.procs_dir()?.join("cgroup.procs");
+        if !procs.exists() {
+            // No group, no processes: a teardown that runs twice is fine.
+            return Ok(());
+        }
         if let Layout::V2(root) = &self.hierarchy.layout {
             let kill_file = root.join(rel).join("cgroup.kill");
             if kill_file.exists() {

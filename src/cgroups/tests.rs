@@ -372,6 +372,7 @@ fn remove_takes_children_first_and_tolerates_missing() {
     assert!(!root.join("berth/c1").exists());
     assert!(root.join("berth").exists(), "only the group itself goes");
     cg.remove().unwrap();
+    cg.kill_all().unwrap();
 }
 
 #[test]

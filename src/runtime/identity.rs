@@ -11,12 +11,13 @@
 
 use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capabilities, Capability, PosixRlimitType, Process};
 
 use super::{Error, Result};
 
 const CAP_LAST_CAP: &str = "/proc/sys/kernel/cap_last_cap";
+const DEFAULT_UMASK: u32 = 0o022;
 
 /// The credentials a container's process gets, ready to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub(crate) struct Identity {
     last_cap: u8,
     rlimits: Vec<Rlimit>,
     no_new_privs: bool,
-    umask: Option<libc::mode_t>,
+    umask: libc::mode_t,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ struct Rlimit {
 impl Identity {
     /// Reads the spec's process: `user` (uid, gid, additionalGids, umask),
     /// `capabilities` (each set; a missing set is empty), `rlimits`,
-    /// `noNewPrivileges`. A capability this kernel does not know and an
+    /// `noNewPrivileges`. An unset umask is 022. A capability this kernel does not know and an
     /// rlimit whose hard limit is above ours (raising one needs
     /// CAP_SYS_RESOURCE) are errors here, before anything is cloned.
     pub(crate) fn from_process(p: &Process) -> Result<Identity> {
@@ -80,7 +81,9 @@ impl Identity {
                     "process.user.umask {m:o}: not a permission mask (at most 0777)"
                 )))
             }
-            m => m.map(|m| m as libc::mode_t),
+            // Unset means 022, not whatever the runtime's caller had: the
+            // same as runc, so images behave alike under both.
+            m => m.unwrap_or(DEFAULT_UMASK) as libc::mode_t,
         };
         Ok(Identity {
             uid: user.uid(),
@@ -124,10 +127,8 @@ impl Identity {
                 }
             })?;
         }
-        if let Some(mask) = self.umask {
-            // SAFETY: umask only swaps the process's file mode mask.
-            unsafe { libc::umask(mask) };
-        }
+        // SAFETY: umask only swaps the process's file mode mask.
+        unsafe { libc::umask(self.umask) };
         prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(|e| ("prctl(PR_SET_KEEPCAPS)", e))?;
         for cap in 0..=self.last_cap {
             if self.bounding & (1 << cap) == 0 {
@@ -135,11 +136,24 @@ impl Identity {
                     .map_err(|e| ("dropping a capability from the bounding set", e))?;
             }
         }
-        setgroups(&self.groups).map_err(|e| ("setgroups", e))?;
+        // Raw system calls, not glibc's wrappers: those run the setxid
+        // broadcast to every thread glibc believes exists, and a process
+        // cloned from a multi-threaded one can block there forever on a
+        // lock another (absent) thread held at clone time.
+        // SAFETY: groups is a live slice of gid_t-sized Gids; the kernel
+        // only reads it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_setgroups,
+                self.groups.len(),
+                self.groups.as_ptr() as *const libc::gid_t,
+            )
+        };
+        Errno::result(rc).map_err(|e| ("setgroups", e))?;
         let gid = Gid::from_raw(self.gid);
-        setresgid(gid, gid, gid).map_err(|e| ("setresgid", e))?;
+        set_ids(libc::SYS_setresgid, gid.as_raw()).map_err(|e| ("setresgid", e))?;
         let uid = Uid::from_raw(self.uid);
-        setresuid(uid, uid, uid).map_err(|e| ("setresuid", e))?;
+        set_ids(libc::SYS_setresuid, uid.as_raw()).map_err(|e| ("setresuid", e))?;
         capset(self.effective, self.permitted, self.inheritable).map_err(|e| ("capset", e))?;
         prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as _, 0)
             .map_err(|e| ("clearing the ambient capabilities", e))?;
@@ -164,6 +178,14 @@ impl Identity {
         }
         Ok(())
     }
+}
+
+/// setresuid/setresgid(id, id, id) for this thread, bypassing glibc (see
+/// `Identity::apply`).
+pub(crate) fn set_ids(call: libc::c_long, id: u32) -> nix::Result<()> {
+    // SAFETY: both calls take three integer ids and touch no memory.
+    let rc = unsafe { libc::syscall(call, id, id, id) };
+    Errno::result(rc).map(drop)
 }
 
 /// prctl with the two arguments our options use; the rest must be zero.
@@ -392,7 +414,7 @@ mod tests {
         assert_eq!(id.ambient, 0x400);
         assert_eq!((id.uid, id.gid), (1000, 1000));
         assert_eq!(id.groups, [Gid::from_raw(2000), Gid::from_raw(44)]);
-        assert_eq!(id.umask, Some(0o27));
+        assert_eq!(id.umask, 0o27);
         assert!(id.no_new_privs);
         assert_eq!(id.rlimits.len(), 1);
         assert_eq!(id.rlimits[0].resource, Resource::RLIMIT_NOFILE);
@@ -413,7 +435,7 @@ mod tests {
             [0; 5]
         );
         assert!(!id.no_new_privs);
-        assert_eq!(id.umask, None);
+        assert_eq!(id.umask, 0o022, "not the caller's");
     }
 
     #[test]
@@ -611,5 +633,170 @@ mod tests {
             Err(_) => 2,
         });
         assert_eq!(code, if has_sys_resource { 1 } else { 0 });
+    }
+
+    /// What the container sees of its identity: `/proc/self/status` lines
+    /// and `ulimit -a`, from busybox sh.
+    const SHOW: &str = "grep -E '^(Uid|Gid|Groups|Umask|Cap...|NoNewPrivs):' /proc/self/status; ulimit -a; ulimit -Ha";
+
+    /// Runs SHOW under runc with `spec`'s process on a busybox root.
+    fn under_runc(mut spec: crate::runtime::Spec, dir: &std::path::Path) -> String {
+        use std::process::{Command, Stdio};
+        let rootfs = dir.join("bundle/rootfs");
+        let mut root = spec.root().clone().unwrap();
+        root.set_path(rootfs.clone());
+        spec.set_root(Some(root));
+        spec.save(dir.join("bundle/config.json")).unwrap();
+        let id = spec.hostname().clone().unwrap();
+        /// `runc delete -f` even when the run fails.
+        struct Delete<'a>(&'a std::path::Path, &'a str);
+        impl Drop for Delete<'_> {
+            fn drop(&mut self) {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(self.0)
+                    .args(["delete", "-f", self.1])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let state = dir.join("state");
+        let _delete = Delete(&state, &id);
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .arg("run")
+            .arg("--bundle")
+            .arg(dir.join("bundle"))
+            .arg(&id)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runc is not on PATH: run scripts/install-deps.sh");
+        assert!(
+            out.status.success(),
+            "runc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs SHOW on the host after applying `id` in a forked child.
+    fn under_identity(id: &Identity) -> String {
+        use std::ffi::CString;
+        use std::io::Read;
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let sh = CString::new("/bin/busybox").unwrap();
+        let args = [
+            c"sh".to_owned(),
+            c"-c".to_owned(),
+            CString::new(SHOW).unwrap(),
+        ];
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        use std::os::fd::AsRawFd;
+        let w = write_end.as_raw_fd();
+        // SAFETY: as in_child; the child only makes system calls.
+        let pid = match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                // SAFETY: dup2 onto stdout, then exec with argv the parent
+                // built; _exit if anything fails.
+                unsafe {
+                    libc::dup2(w, 1);
+                    if id.apply().is_ok() {
+                        libc::execv(sh.as_ptr(), argv.as_ptr());
+                    }
+                    libc::_exit(127)
+                }
+            }
+            ForkResult::Parent { child } => child,
+        };
+        drop(write_end);
+        let mut out = String::new();
+        std::fs::File::from(read_end)
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(
+            waitpid(pid, None).unwrap(),
+            WaitStatus::Exited(pid, 0),
+            "identity child failed: {out}"
+        );
+        out
+    }
+
+    fn compare_with_runc(opts: crate::runtime::RunOptions, tweak: impl FnOnce(&mut Process)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let container = tmp.path().join("container");
+        std::fs::create_dir_all(&container).unwrap();
+        let rootfs = tmp.path().join("bundle/rootfs");
+        for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "grep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        // Reachable by uid 1000 whatever the umask of whoever runs the tests.
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            tmp.path().to_path_buf(),
+            tmp.path().join("bundle"),
+            rootfs.clone(),
+        ]
+        .into_iter()
+        .chain(["bin", "bin/busybox"].map(|p| rootfs.join(p)))
+        {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut spec = crate::runtime::build_spec(
+            &crate::runtime::ImageConfig::default(),
+            &crate::runtime::RunOptions {
+                name: format!("berth-identity-{}", std::process::id()),
+                args: vec!["sh".into(), "-c".into(), SHOW.into()],
+                ..opts
+            },
+            &rootfs,
+            &container,
+        )
+        .unwrap();
+        let mut process = spec.process().clone().unwrap();
+        tweak(&mut process);
+        spec.set_process(Some(process.clone()));
+        let ours = under_identity(&Identity::from_process(&process).unwrap());
+        let runc = under_runc(spec, tmp.path());
+        assert_eq!(ours, runc);
+        assert!(ours.contains("CapBnd:"), "{ours}");
+    }
+
+    #[test]
+    fn same_as_runc_for_docker_defaults() {
+        compare_with_runc(Default::default(), |_| {});
+    }
+
+    #[test]
+    fn same_as_runc_for_a_user_with_ambient_caps_and_limits() {
+        // busybox's /etc/passwd is not there: numeric ids.
+        let opts = crate::runtime::RunOptions {
+            user: Some("1000:1000".into()),
+            cap_drop: vec!["CHOWN".into(), "KILL".into()],
+            cap_add: vec!["NET_RAW".into(), "SYS_PTRACE".into()],
+            ulimits: vec![
+                "nofile=1024:2048".into(),
+                "nproc=500:600".into(),
+                "core=0".into(),
+            ],
+            ..Default::default()
+        };
+        compare_with_runc(opts, |p| {
+            let mut user = p.user().clone();
+            user.set_additional_gids(Some(vec![2000, 44]));
+            user.set_umask(Some(0o027));
+            p.set_user(user);
+            p.set_no_new_privileges(Some(true));
+            let mut caps = p.capabilities().clone().unwrap();
+            let nbs: Capabilities = [Capability::NetBindService].into_iter().collect();
+            caps.set_inheritable(Some(nbs.clone()));
+            caps.set_ambient(Some(nbs));
+            p.set_capabilities(Some(caps));
+        });
     }
 }

@@ -25,6 +25,7 @@ use nix::unistd::{self, fchownat, Gid, Uid};
 
 use super::plan::{MountStep, MountWhat, Plan};
 use crate::rootfs::open_in_root;
+use crate::runtime::identity::set_ids;
 
 /// Report kinds: the first byte of every message on the report pipe.
 pub(super) const READY: u8 = b'R';
@@ -225,17 +226,10 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
     }
     if plan.bind_devices {
         // In a user namespace we start as ids it does not map: become its
-        // root, or nothing we create could be owned by anyone.
-        r.check(
-            unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
-            "setresgid",
-            b"0",
-        );
-        r.check(
-            unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
-            "setresuid",
-            b"0",
-        );
+        // root, or nothing we create could be owned by anyone. (Raw calls:
+        // glibc's wrappers may block in a child of a threaded process.)
+        r.check(set_ids(libc::SYS_setresgid, 0), "setresgid", b"0");
+        r.check(set_ids(libc::SYS_setresuid, 0), "setresuid", b"0");
     }
     if plan.new_cgroupns {
         r.check(
@@ -336,6 +330,17 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
         b"",
     );
     let _ = unistd::write(&w, b"0");
+    // Descriptors the caller leaked to us (anything not CLOEXEC, from any
+    // of its threads) must not reach the container.
+    // SAFETY: close_range only changes flags on our own descriptor table.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     // SAFETY: program is NUL-terminated; argv and envp are NULL-terminated
     // arrays of C strings owned by the plan, which outlives this call.
     unsafe { libc::execve(program.as_ptr(), fds.argv, fds.envp) };
@@ -495,17 +500,24 @@ fn do_mount(r: Reporter, root: BorrowedFd<'_>, m: &MountStep) {
             if !(*flags - MsFlags::MS_BIND - MsFlags::MS_REC).is_empty() {
                 let now = r.check(open_in_root(root, &m.rel, OFlag::O_PATH), "reopening", dest);
                 let at = FdPath::new(now.as_raw_fd());
-                r.check(
+                let remount = |extra| {
                     mount(
                         Some(source.as_c_str()),
                         at.as_cstr(),
                         none(),
-                        *flags | MsFlags::MS_REMOUNT,
+                        *flags | MsFlags::MS_REMOUNT | extra,
                         none(),
-                    ),
-                    "remounting bind mount",
-                    dest,
-                );
+                    )
+                };
+                if let Err(e) = remount(MsFlags::empty()) {
+                    // In a user namespace the source's nosuid/nodev/noexec
+                    // are locked: keep them and try again.
+                    if e != Errno::EPERM {
+                        r.die("remounting bind mount", dest, e);
+                    }
+                    let kept = locked_flags(r, at.as_cstr());
+                    r.check(remount(kept), "remounting bind mount", dest);
+                }
             }
         }
         MountWhat::Cgroup2 { flags } => {

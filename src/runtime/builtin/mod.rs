@@ -53,6 +53,8 @@ const FIFO: &str = "exec.fifo";
 const STACK_SIZE: usize = 8 << 20;
 /// How long `start` and `delete` wait for the init.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
+/// How long `create` waits for the init to finish setting up.
+const SETUP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The built-in runtime; its state lives in `<state_root>/<id>/`.
 #[derive(Debug, Clone)]
@@ -163,12 +165,21 @@ fn describe(status: WaitStatus) -> String {
     }
 }
 
-/// Waits for the init's one message. The pipe's write end may also live in
+/// Waits for the init's one message. The init is never reaped here: its
+/// pid stays ours (a zombie) until `Undo` kills and reaps it, so no
+/// recycled pid can be signalled. The pipe's write end may also live in
 /// other processes forked meanwhile by other threads, so the init's exit is
 /// watched too, not only end-of-file.
 fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
     let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + SETUP_LIMIT;
     loop {
+        if Instant::now() > deadline {
+            return Report::Died(format!(
+                "container init did not finish setting up within {}s",
+                SETUP_LIMIT.as_secs()
+            ));
+        }
         let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
         let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
         if ready > 0 {
@@ -182,7 +193,7 @@ fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
                     };
                 }
                 Ok(_) | Err(_) => {
-                    let status = waitpid(pid, None);
+                    let status = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
                     return Report::Died(status.map(describe).unwrap_or_else(|e| e.to_string()));
                 }
             }
@@ -196,7 +207,7 @@ fn wait_report(report: &OwnedFd, pid: Pid) -> Report {
                 if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
                     continue;
                 }
-                let status = waitpid(pid, None);
+                let status = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT);
                 return Report::Died(status.map(describe).unwrap_or_else(|e| e.to_string()));
             }
             Err(e) => return Report::Died(format!("waiting for container init: {e}")),
