@@ -8,34 +8,6 @@ mod common;
 
 use common::*;
 
-/// Two differences by design: the overlay root's lower/upper/work dirs
-/// name each container's own snapshot directories; and runc's Go runtime
-/// leaves signal 32 (reserved by C libraries for thread cancellation)
-/// ignored in every container it starts, which no program can rely on.
-fn normalise(text: &str) -> String {
-    text.lines()
-        .map(|l| {
-            if let Some(mask) = l.strip_prefix("SigIgn:\t") {
-                let bits = u64::from_str_radix(mask, 16).unwrap_or(u64::MAX) & !(1 << 31);
-                format!("SigIgn:\t{bits:016x}")
-            } else if l.starts_with("overlay / overlay ") {
-                let opts: Vec<&str> = l["overlay / overlay ".len()..]
-                    .split(',')
-                    .filter(|o| {
-                        !o.starts_with("lowerdir=")
-                            && !o.starts_with("upperdir=")
-                            && !o.starts_with("workdir=")
-                    })
-                    .collect();
-                format!("overlay / overlay {}", opts.join(","))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn diff(a: &str, b: &str) -> String {
     let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     let mut out = String::new();
@@ -101,7 +73,7 @@ fn builtin_runtime_matches_runc() {
                 out.status.code(),
                 String::from_utf8_lossy(&out.stderr)
             );
-            outputs.push(normalise(&String::from_utf8_lossy(&out.stdout)));
+            outputs.push(normalise_probe(&String::from_utf8_lossy(&out.stdout)));
         }
         if outputs[0] != outputs[1] {
             failures.push(format!("{what}:\n{}", diff(&outputs[0], &outputs[1])));

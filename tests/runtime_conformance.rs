@@ -12,44 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+
+use common::{normalise_probe, PROBE};
+
 use berth::runtime::{
-    build_spec, Builtin, CreateOptions, ImageConfig, Network, RunOptions, Runtime, Spec, Stdio,
+    build_spec, Builtin, CreateOptions, ImageConfig, Network, RunOptions, Runtime, Stdio,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-
-const PROBE: &str = r#"
-echo "== id"; id
-echo "== hostname"; hostname
-echo "== status"; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status
-echo "== masked"
-for p in /proc/asound /proc/acpi /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list \
-         /proc/timer_stats /proc/sched_debug /proc/scsi /sys/firmware /sys/devices/virtual/powercap; do
-  if [ ! -e $p ]; then echo "$p absent"
-  elif [ -d $p ]; then echo "$p dir entries=$(ls -A $p | wc -l)"
-  elif head -c 64 $p >/dev/null 2>&1; then echo "$p readable bytes=$(head -c 64 $p | wc -c)"
-  else echo "$p unreadable"; fi
-done
-echo "== mounts"
-while read src mp fs opts rest; do echo "$src $mp $fs $opts"; done < /proc/self/mounts
-echo "== cgroup"
-for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max \
-         /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us \
-         /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max; do
-  if [ -e $f ]; then echo "$f $(cat $f)"; fi
-done
-cat /proc/self/cgroup
-ls /sys/fs/cgroup
-echo "== pid"; echo $$
-echo "== net"; ls /sys/class/net; cat /sys/class/net/lo/operstate /sys/class/net/lo/flags
-echo "== dev"; for d in /dev/* /dev/pts/* /dev/shm /dev/mqueue; do stat -c '%n %F %a %u:%g %t:%T' $d; done
-echo "== ulimit"; ulimit -a
-echo "== umask"; umask
-echo "== env"; env | sort
-echo "== pwd"; pwd
-echo "== fds"; ls /proc/self/fd
-"#;
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "hostname", "ls", "head", "test", "[", "grep", "wc", "env", "sort",
@@ -64,8 +36,6 @@ struct Case {
     mounted: bool,
     berth: Builtin,
     berth_pid: Option<i32>,
-    /// Applied to the spec after `build_spec`, for both runtimes.
-    fixup: fn(&mut Spec),
 }
 
 impl Case {
@@ -82,7 +52,6 @@ impl Case {
             dir,
             mounted: false,
             berth_pid: None,
-            fixup: |_| {},
         };
         let root = c.rootfs();
         fs::create_dir_all(&root).unwrap();
@@ -149,7 +118,6 @@ impl Case {
             self.id(runtime)
         ))));
         spec.set_linux(Some(linux));
-        (self.fixup)(&mut spec);
         spec.save(self.bundle().join("config.json")).unwrap();
     }
 
@@ -219,8 +187,8 @@ impl Case {
             args: vec!["sh".into(), "-c".into(), PROBE.into()],
             ..opts
         };
-        let runc = self.run_runc(&opts);
-        let berth = self.run_berth(&opts);
+        let runc = normalise_probe(&self.run_runc(&opts));
+        let berth = normalise_probe(&self.run_berth(&opts));
         if runc != berth {
             let a = self.dir.path().join("runc.out");
             let b = self.dir.path().join("berth.out");
@@ -300,46 +268,14 @@ fn cap_add_and_drop() {
     });
 }
 
-/// `--privileged` asks for every capability; this host's root lacks some
-/// (CAP_SYS_RESOURCE), which no runtime can grant (see
-/// `unobtainable_capability_is_refused`), so the sets are cut to what we
-/// hold, for both runtimes alike.
+/// `--privileged` asks for every capability the caller can grant (this
+/// host's root lacks CAP_SYS_RESOURCE; see `build_spec`).
 #[test]
 fn privileged() {
-    let mut c = Case::new("privileged");
-    c.fixup = only_held_capabilities;
-    c.check(RunOptions {
+    Case::new("privileged").check(RunOptions {
         privileged: true,
         ..Default::default()
     });
-}
-
-fn only_held_capabilities(spec: &mut Spec) {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let bnd = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .unwrap();
-    let bnd = u64::from_str_radix(bnd.trim(), 16).unwrap();
-    let held = |name: &str| {
-        CAP_NAMES
-            .iter()
-            .position(|n| format!("CAP_{n}") == name)
-            .is_some_and(|i| bnd & (1 << i) != 0)
-    };
-    let mut v = serde_json::to_value(&*spec).unwrap();
-    for set in [
-        "bounding",
-        "effective",
-        "permitted",
-        "inheritable",
-        "ambient",
-    ] {
-        if let Some(list) = v["process"]["capabilities"][set].as_array_mut() {
-            list.retain(|c| held(c.as_str().unwrap()));
-        }
-    }
-    *spec = serde_json::from_value(v).unwrap();
 }
 
 /// A capability the caller does not have cannot be granted: both runtimes
@@ -347,7 +283,10 @@ fn only_held_capabilities(spec: &mut Spec) {
 #[test]
 fn unobtainable_capability_is_refused() {
     let c = Case::new("nocap");
-    let missing = missing_capability().expect("this host lacks no capability: nothing to test");
+    let Some(missing) = missing_capability() else {
+        eprintln!("every capability is in our bounding set here: no capability to refuse");
+        return;
+    };
     let opts = RunOptions {
         name: c.name.clone(),
         args: vec!["true".into()],

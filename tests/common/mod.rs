@@ -50,7 +50,7 @@ pub use images::{
 };
 pub use layer::{LayerTar, LAYER_MTIME};
 pub use net::free_port;
-pub use probe::PROBE;
+pub use probe::{normalise_probe, PROBE};
 pub use registry::{basic_auth, LoggedRequest, Registry, RegistryOptions};
 pub use skopeo::{push_docker_v2s2, push_index, push_oci, skopeo_copy, split_reference};
 pub use store::{assert_store_blobs_match, bin, walk_store_blobs, StoreBlob, TempRoot};

@@ -41,3 +41,31 @@ echo "== env"; env | sort
 echo "== pwd"; pwd
 echo "== fds"; ls /proc/self/fd
 "#;
+
+/// Two differences by design: the overlay root's lower/upper/work dirs
+/// name each container's own snapshot directories; and runc's Go runtime
+/// leaves signal 32 (reserved by C libraries for thread cancellation)
+/// ignored in every container it starts, which no program can rely on.
+pub fn normalise_probe(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if let Some(mask) = l.strip_prefix("SigIgn:\t") {
+                let bits = u64::from_str_radix(mask, 16).unwrap_or(u64::MAX) & !(1 << 31);
+                format!("SigIgn:\t{bits:016x}")
+            } else if let Some(rest) = l.strip_prefix("overlay / overlay ") {
+                let opts: Vec<&str> = rest
+                    .split(',')
+                    .filter(|o| {
+                        !o.starts_with("lowerdir=")
+                            && !o.starts_with("upperdir=")
+                            && !o.starts_with("workdir=")
+                    })
+                    .collect();
+                format!("overlay / overlay {}", opts.join(","))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

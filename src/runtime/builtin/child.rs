@@ -341,6 +341,18 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    // The caller's SIGPIPE is ignored (Rust programs ignore it for their
+    // own writes) and ignored signals survive execve: the command gets the
+    // default back, as a process spawned by std::process::Command does. Its
+    // blocked signals go too.
+    // SAFETY: signal() and sigprocmask() only change this process's own
+    // signal state; the empty set lives on our stack.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
     // SAFETY: program is NUL-terminated; argv and envp are NULL-terminated
     // arrays of C strings owned by the plan, which outlives this call.
     unsafe { libc::execve(program.as_ptr(), fds.argv, fds.envp) };
