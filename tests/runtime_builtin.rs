@@ -22,7 +22,7 @@ struct Ctr {
     pid: Option<i32>,
 }
 
-const CGROUP_PARENT: &str = "/berth-test";
+const CGROUP_PARENT: &str = "/berth";
 
 impl Ctr {
     fn new() -> Ctr {

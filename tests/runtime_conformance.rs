@@ -114,7 +114,7 @@ impl Case {
         .unwrap();
         let mut linux = spec.linux().clone().unwrap();
         linux.set_cgroups_path(Some(PathBuf::from(format!(
-            "/berth-test/{}",
+            "/berth/{}",
             self.id(runtime)
         ))));
         spec.set_linux(Some(linux));
@@ -231,7 +231,7 @@ impl Drop for Case {
                 let _ = fs::remove_dir(
                     Path::new("/sys/fs/cgroup")
                         .join(c)
-                        .join("berth-test")
+                        .join("berth")
                         .join(self.id(rt)),
                 );
             }
