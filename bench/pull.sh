@@ -17,11 +17,9 @@ pull=$top/target/release/berth-pull
 
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
 registry_pid=""
+. "$here/lib.sh"
 cleanup() {
-  if [ -n "$registry_pid" ]; then
-    kill "$registry_pid" 2>/dev/null || true
-    wait "$registry_pid" 2>/dev/null || true
-  fi
+  stop_registry
   if mountpoint -q "$work/fs"; then umount "$work/fs"; fi
   rm -rf "$work"
 }
@@ -29,20 +27,7 @@ trap cleanup EXIT
 mkdir -p "$work/fs"
 mount -t tmpfs -o size=4g tmpfs "$work/fs"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/fs/registry
-http:
-  addr: 127.0.0.1:$port
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+start_registry "$work/fs"
 
 echo "bench: building the test image" >&2
 "$here/make-image.sh" "$work/fs/layout" bench >/dev/null
@@ -51,7 +36,6 @@ skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$im
 size=$(du -sb "$work/fs/layout/blobs" | cut -f1)
 echo "bench: image $image, $((size / 1000000)) MB of blobs in the layout" >&2
 
-now() { date +%s.%N; }
 berth_times=(); skopeo_times=()
 for i in $(seq "$runs"); do
   rm -rf "$work/fs/berth" "$work/fs/oci"

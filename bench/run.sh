@@ -17,11 +17,9 @@ bin=$top/target/release
 
 work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
 registry_pid=""
+. "$here/lib.sh"
 cleanup() {
-  if [ -n "$registry_pid" ]; then
-    kill "$registry_pid" 2>/dev/null || true
-    wait "$registry_pid" 2>/dev/null || true
-  fi
+  stop_registry
   runc --root "$work/fs/runc-state" delete -f bench-runc >/dev/null 2>&1 || true
   if command -v podman >/dev/null && [ -d "$work/fs/podman" ]; then
     podman --root "$work/fs/podman" --runroot "$work/fs/podman-run" --cgroup-manager=cgroupfs \
@@ -35,20 +33,7 @@ trap cleanup EXIT
 mkdir -p "$work/fs"
 mount -t tmpfs -o size=1g tmpfs "$work/fs"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/fs/registry
-http:
-  addr: 127.0.0.1:$port
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+start_registry "$work/fs"
 "$top/scripts/demo-image.sh" "$work/fs/layout" bench >/dev/null
 image=127.0.0.1:$port/bench/busybox:bench
 skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$image"
@@ -72,7 +57,6 @@ json.dump(c, open("config.json", "w"))
 PY
 )
 
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {print b - a}'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 

@@ -1,6 +1,8 @@
 //! The built-in runtime `berth` runs busybox containers built from
 //! `build_spec`: exit codes, isolation, mounts, terminals, and cleanup.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -13,6 +15,8 @@ use berth::runtime::{
 };
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
+
+use common::busybox_rootfs;
 
 /// One container: its temp dirs, runtime and, on drop, a forced delete.
 struct Ctr {
@@ -60,23 +64,14 @@ impl Ctr {
 
     fn make_rootfs(&self) {
         let root = self.rootfs();
-        for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
+        busybox_rootfs(
+            &root,
+            &[
+                "sh", "echo", "cat", "id", "hostname", "ls", "head", "touch", "test", "[", "grep",
+                "tty", "sleep", "wc",
+            ],
+        );
         fs::create_dir_all(self.container_dir()).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in [
-            "sh", "echo", "cat", "id", "hostname", "ls", "head", "touch", "test", "[", "grep",
-            "tty", "sleep", "wc",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
         fs::write(root.join("bin/not-exec"), "#!/bin/sh\necho hi\n").unwrap();
     }
 

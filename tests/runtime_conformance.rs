@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod common;
 
-use common::{normalise_probe, PROBE};
+use common::{busybox_rootfs, normalise_probe, PROBE};
 
 use berth::runtime::{
     build_spec, Builtin, CreateOptions, ImageConfig, Network, RunOptions, Runtime, Stdio,
@@ -66,19 +66,7 @@ impl Case {
         )
         .unwrap();
         c.mounted = true;
-        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "home/app"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-        }
-        fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+        busybox_rootfs(&root, APPLETS);
         fs::create_dir_all(c.container_dir()).unwrap();
         fs::create_dir_all(c.host_dir()).unwrap();
         fs::write(c.host_dir().join("file"), "data\n").unwrap();
@@ -113,10 +101,7 @@ impl Case {
         )
         .unwrap();
         let mut linux = spec.linux().clone().unwrap();
-        linux.set_cgroups_path(Some(PathBuf::from(format!(
-            "/berth/{}",
-            self.id(runtime)
-        ))));
+        linux.set_cgroups_path(Some(PathBuf::from(format!("/berth/{}", self.id(runtime)))));
         spec.set_linux(Some(linux));
         spec.save(self.bundle().join("config.json")).unwrap();
     }

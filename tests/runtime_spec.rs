@@ -1,12 +1,15 @@
 //! The proof a built spec is right: runc runs it on a busybox root and the
 //! container sees what the flags asked for.
 
+mod common;
+
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth::runtime::{build_spec, ImageConfig, Network, RunOptions};
+use common::busybox_rootfs;
 
 fn runc_available() -> bool {
     Command::new("runc")
@@ -59,24 +62,14 @@ impl Run {
     /// Builds the busybox root: `/bin/busybox` plus applet links, and a
     /// passwd/group with `root` and `app` (1000:1000).
     fn make_rootfs(&self) {
-        let root = self.rootfs();
-        for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
+        busybox_rootfs(
+            &self.rootfs(),
+            &[
+                "sh", "echo", "cat", "id", "hostname", "ls", "head", "touch", "test", "[",
+            ],
+        );
         fs::create_dir_all(self.state()).unwrap();
         fs::create_dir_all(self.container_dir()).unwrap();
-        fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-        for applet in [
-            "sh", "echo", "cat", "id", "hostname", "ls", "head", "touch", "test", "[",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        fs::write(
-            root.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
     }
 
     /// Builds the spec for `opts`, runs it with runc and returns stdout.

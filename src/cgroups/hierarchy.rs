@@ -86,7 +86,7 @@ fn parse_mountinfo(text: &str, has_controllers: impl Fn(&Path) -> bool) -> Optio
         let (Some(mountpoint), Some(fstype)) = (left.get(4), right.first()) else {
             continue;
         };
-        let mountpoint = PathBuf::from(unescape(mountpoint));
+        let mountpoint = PathBuf::from(unescape_mountinfo(mountpoint));
         match *fstype {
             "cgroup" => {
                 let opts = right.get(2).copied().unwrap_or("");
@@ -129,7 +129,7 @@ const KNOWN_V1: &[&str] = &[
 ];
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -189,8 +189,8 @@ mod tests {
 
     #[test]
     fn escaped_mountpoints() {
-        assert_eq!(unescape(r"/a\040b\134c"), r"/a b\c");
-        assert_eq!(unescape(r"/tail\04"), r"/tail\04");
+        assert_eq!(unescape_mountinfo(r"/a\040b\134c"), r"/a b\c");
+        assert_eq!(unescape_mountinfo(r"/tail\04"), r"/tail\04");
     }
 
     #[test]

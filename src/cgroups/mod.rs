@@ -21,6 +21,8 @@
 
 mod fs;
 mod hierarchy;
+
+pub(crate) use hierarchy::unescape_mountinfo;
 mod v1;
 mod v2;
 

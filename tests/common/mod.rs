@@ -26,6 +26,7 @@
 //! No traffic leaves 127.0.0.1: every address here is a loopback one, and
 //! child processes run with proxy variables removed.
 
+mod bundle;
 mod client;
 mod containers;
 mod fault;
@@ -40,6 +41,7 @@ mod store;
 mod token;
 mod tools;
 
+pub use bundle::busybox_rootfs;
 pub use client::{agent, assert_loopback, Reply, ACCEPT_ALL_MANIFESTS};
 pub use containers::Env;
 pub use fault::{Fault, FaultProxy, Served};

@@ -551,31 +551,11 @@ fn cgroup_v1_mounts() -> Result<Vec<HostCgroup>, Refusal> {
             continue;
         }
         out.push(HostCgroup {
-            mountpoint: unescape_mountinfo(mountpoint),
+            mountpoint: crate::cgroups::unescape_mountinfo(mountpoint),
             options: controllers.join(","),
         });
     }
     Ok(out)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn mount_step(
@@ -795,7 +775,7 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(crate::cgroups::unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(crate::cgroups::unescape_mountinfo("/plain"), "/plain");
     }
 }
