@@ -387,6 +387,27 @@ fn a_dead_supervisor_shows_as_stopped() {
     }
     let c = env.wait_stopped("orphan");
     assert_eq!(c.exit_code, None);
+
+    // With only its supervisor killed, the container is ended when found,
+    // not left running unseen behind a "stopped" record.
+    let out = env.run(
+        "berth",
+        &["-d", "--name", "orphan2", &env.image, "sleep", "1000"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let c = env.container("orphan2");
+    let (pid, start) = (c.pid.unwrap(), c.pid_start);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.supervisor_pid.unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.wait_stopped("orphan2");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while berth::metadata::process_start_time(pid) == start {
+        assert!(Instant::now() < deadline, "container init {pid} still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -318,7 +318,8 @@ pub fn reconcile(rec: &mut ContainerRecord, alive: impl Fn(i32, u64) -> bool) ->
 }
 
 /// The start time of process `pid`, in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`); `None` if there is no such process.
+/// `/proc/<pid>/stat`); `None` if there is no such process, or it has
+/// exited and only waits to be reaped (a zombie).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     if pid <= 0 {
         return None;
@@ -332,7 +333,11 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 /// field 3 begins.
 fn parse_start_time(stat: &str) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
 }
 
 fn alive(pid: i32, start: u64) -> bool {
@@ -381,6 +386,18 @@ impl Db {
             .collect();
         if changed.is_empty() {
             return Ok(());
+        }
+        // A container whose waiter died would run on unseen, shown stopped,
+        // with nobody to record its end or release it: end it now.
+        for &i in &changed {
+            if let (Some(pid), Some(start)) = (recs[i].pid, recs[i].pid_start) {
+                if alive(pid, start) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
         }
         let updates = self.write(|tx| {
             let mut updates = Vec::new();
@@ -603,6 +620,9 @@ mod tests {
                     987654 1000 100 18446744073709551615";
         assert_eq!(parse_start_time(stat), Some(987654));
         assert_eq!(parse_start_time("42 (x"), None);
+        // A zombie has exited: it is not the process that started then.
+        let zombie = stat.replace(") S ", ") Z ");
+        assert_eq!(parse_start_time(&zombie), None);
     }
 
     #[test]
