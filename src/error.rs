@@ -20,6 +20,8 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
+    Archive(#[from] image::archive::Error),
+    #[error(transparent)]
     Runtime(#[from] runtime::Error),
     #[error(transparent)]
     Snapshot(#[from] snapshot::Error),
@@ -37,6 +39,7 @@ impl Error {
             Error::Metadata(e) => e.kind(),
             Error::Distribution(e) => e.kind(),
             Error::Image(e) => e.kind(),
+            Error::Archive(e) => e.kind(),
             Error::Runtime(e) => e.kind(),
             Error::Snapshot(e) => e.kind(),
             Error::Usage(_) => ErrorKind::InvalidArgument,

@@ -203,6 +203,38 @@ impl Writer {
         Ok(())
     }
 
+    /// The digest of the bytes written so far; `commit` with it cannot fail
+    /// verification. For blobs whose digest is learnt by reading them (an
+    /// archive's `layer.tar`).
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    /// Checks size and digest without committing, so a caller can verify a
+    /// set of blobs before making any of them visible.
+    pub fn verify(&self, expected_size: u64, expected: &Digest) -> Result<()> {
+        if self.offset != expected_size {
+            return Err(Error::SizeMismatch {
+                digest: expected.clone(),
+                expected: expected_size,
+                actual: self.offset,
+            });
+        }
+        let actual = self.digest();
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes the ingest: the data will never become a blob.
+    pub fn abort(self) {
+        self.discard();
+    }
+
     /// Verifies the data and moves it into place. On a size or digest
     /// mismatch the partial data is deleted, so a bad download is never
     /// resumed and the store holds nothing of it.

@@ -51,6 +51,9 @@ pub struct Extracted {
 pub(super) struct Job<'a> {
     pub reference: &'a str,
     pub config: &'a Descriptor,
+    /// The config's bytes when the caller has them already (an import,
+    /// before its blobs are committed); otherwise read from the store.
+    pub config_bytes: Option<&'a [u8]>,
     pub layers: &'a [Descriptor],
     pub follows: &'a HashMap<Digest, Follow>,
     pub stop: &'a AtomicBool,
@@ -96,14 +99,17 @@ fn extract_inner(
         }
     };
     wait(&job.config.digest)?;
-    let config_bytes = store
-        .read(&job.config.digest)
-        .map_err(|source| Error::Store {
-            what: super::BlobKind::Config,
-            digest: job.config.digest.clone(),
-            reference: job.reference.to_string(),
-            source,
-        })?;
+    let config_bytes = match job.config_bytes {
+        Some(bytes) => bytes.to_vec(),
+        None => store
+            .read(&job.config.digest)
+            .map_err(|source| Error::Store {
+                what: super::BlobKind::Config,
+                digest: job.config.digest.clone(),
+                reference: job.reference.to_string(),
+                source,
+            })?,
+    };
     let config: ConfigHead = serde_json::from_slice(&config_bytes).map_err(|e| {
         invalid(
             format!("config {}: malformed: {e}", job.config.digest.short()),

@@ -9,6 +9,7 @@
 //! cannot take it, and a killed pull leaves no image pointing at missing
 //! blobs.
 
+pub mod archive;
 mod extract;
 mod follow;
 pub mod manifest;
@@ -22,7 +23,7 @@ pub use pull::{
     pull, BlobKind, Observer, PlatformChoice, PullOptions, PullResult, PulledBlob,
     UNPACKED_LABEL_PREFIX,
 };
-pub use resolve::{resolve_local, LocalImage};
+pub use resolve::{resolve_local, stored_name, LocalImage};
 
 use crate::content::Digest;
 use crate::{content, distribution, metadata, ErrorKind};

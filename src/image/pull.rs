@@ -295,6 +295,7 @@ pub fn pull(
             let job = extract::Job {
                 reference: &ref_text,
                 config: &m.config,
+                config_bytes: None,
                 layers: &m.layers,
                 follows: &follows,
                 stop: &stop,
@@ -445,7 +446,7 @@ pub fn pull(
 
 /// The name a pulled image is recorded under: `registry/repo:tag`, or
 /// `registry/repo@digest` when pulled by digest alone.
-pub(super) fn image_name(reference: &Reference, digest: &Digest) -> String {
+pub(crate) fn image_name(reference: &Reference, digest: &Digest) -> String {
     match &reference.tag {
         Some(tag) => format!("{}:{tag}", reference.name()),
         None => format!("{}@{digest}", reference.name()),
@@ -474,7 +475,7 @@ fn read_config(store: &Store, reference: &str, desc: &Descriptor) -> Result<Conf
     })
 }
 
-fn choose_manifests<'a>(
+pub(super) fn choose_manifests<'a>(
     index: &'a Index,
     choice: &PlatformChoice,
 ) -> Result<Vec<&'a Descriptor>, String> {

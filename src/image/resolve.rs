@@ -25,6 +25,20 @@ pub struct LocalImage {
     pub top_chain_id: Option<String>,
 }
 
+/// The name an image is recorded under for `reference`. A reference always
+/// has a tag or a digest (a bare name gets `latest`); the name a pull
+/// records uses the tag when there is one.
+pub fn stored_name(reference: &Reference) -> String {
+    match (&reference.tag, &reference.digest) {
+        (None, Some(d)) => image_name(reference, d),
+        _ => format!(
+            "{}:{}",
+            reference.name(),
+            reference.tag.as_deref().unwrap_or("latest")
+        ),
+    }
+}
+
 /// Looks `reference` up in the store. `Ok(None)` when no image has that
 /// name; an error when the record exists but what it points at is missing
 /// or unreadable, or it has no manifest for `platform`.
@@ -34,16 +48,7 @@ pub fn resolve_local(
     reference: &Reference,
     platform: &Platform,
 ) -> Result<Option<LocalImage>, Error> {
-    // A reference always has a tag or a digest (a bare name gets `latest`);
-    // the name a pull records uses the tag when there is one.
-    let name = match (&reference.tag, &reference.digest) {
-        (None, Some(d)) => image_name(reference, d),
-        _ => format!(
-            "{}:{}",
-            reference.name(),
-            reference.tag.as_deref().unwrap_or("latest")
-        ),
-    };
+    let name = stored_name(reference);
     let record = match db.image(&name)? {
         Some(r) => r,
         None => return Ok(None),
