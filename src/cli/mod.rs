@@ -5,12 +5,15 @@
 //! library function.
 
 pub mod exit;
+pub mod export;
+pub mod import;
 pub mod kill;
 pub mod logs;
 pub mod progress;
 pub mod pull;
 pub mod run;
 pub mod snapshot;
+pub mod tag;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -75,11 +78,14 @@ impl ProgressMode {
 pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
     vec![
         ("berth", crate::plugin::dispatch::command()),
+        ("berth-export", export::command()),
+        ("berth-import", import::command()),
         ("berth-kill", kill::command()),
         ("berth-logs", logs::command()),
         ("berth-pull", pull::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
+        ("berth-tag", tag::command()),
     ]
 }
 

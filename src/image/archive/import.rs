@@ -10,8 +10,9 @@
 //!    `manifest.json` are kept in memory. Unsafe names, links outside the
 //!    archive, devices, a digest mismatch or a truncated stream stop here.
 //! 2. The images are worked out and checked: each root, manifest, config
-//!    and layer must be in the archive (or already in the store) with the
-//!    size its descriptor says.
+//!    and layer must be in the archive with the size its descriptor says
+//!    (a blob the store already has must still be in the archive: an
+//!    archive is checked as a whole).
 //! 3. Layers are unpacked from the ingest files into snapshots (committed
 //!    snapshots are named by chain ID and verified by diff ID, as a pull
 //!    makes them).
@@ -526,15 +527,13 @@ impl<'a> Collector<'a> {
         self.store.size(digest).ok().flatten()
     }
 
-    /// The size of a blob the archive holds or the store has.
+    /// The size of a blob the archive holds. A blob the store has but the
+    /// archive lacks does not count: an archive must be whole.
     fn available(&self, digest: &Digest) -> Option<u64> {
         if let Some(bytes) = self.made.get(digest) {
             return Some(bytes.len() as u64);
         }
-        self.blobs
-            .get(digest)
-            .map(|h| h.size)
-            .or_else(|| self.in_store(digest))
+        self.blobs.get(digest).map(|h| h.size)
     }
 
     fn open(&self, digest: &Digest) -> Result<File, Error> {
