@@ -173,6 +173,18 @@ fn round_trip_through_a_pipe_keeps_digest_and_name_and_runs() {
     )
     .stdout;
     assert!(a == b, "two exports of one image differ");
+
+    // A gzip-compressed tar on stdin is read too; -q prints the digest.
+    let other = TempRoot::new();
+    let mut child = berth(&other, "berth-import", &["-q", "--no-unpack", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&gzip(&a, 6)).unwrap();
+    let out = ok("import gzip", child.wait_with_output().unwrap());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), p.digest);
 }
 
 #[test]
@@ -274,6 +286,67 @@ fn skopeo_layout_and_docker_archive_import_and_run() {
     assert_eq!(v["images"][0]["named_by"], "repo-tag");
     assert_store_blobs_match(fresh.path());
     runs(&fresh, "example.com/sk/img:v2");
+
+    // The layout older docker versions write: each layer a regular file
+    // `<id>/layer.tar`, no symlinks, no blobs/.
+    let old = old_docker_layout(&fs::read(&archive).unwrap());
+    let fresh = TempRoot::new();
+    let mut child = berth(&fresh, "berth-import", &["--format", "json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&old).unwrap();
+    let v = json(&ok(
+        "import old docker layout",
+        child.wait_with_output().unwrap(),
+    ));
+    assert_eq!(v["images"][0]["name"], "example.com/sk/img:v2");
+    runs(&fresh, "example.com/sk/img:v2");
+}
+
+/// skopeo's docker archive rewritten as docker before 25 wrote it.
+fn old_docker_layout(archive: &[u8]) -> Vec<u8> {
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut a = tar::Archive::new(archive);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(name, data);
+    }
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&files.remove("manifest.json").unwrap()).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        out.append_data(&mut h, name, data).unwrap();
+    };
+    let mut layers = Vec::new();
+    for (i, l) in manifest[0]["Layers"].as_array().unwrap().iter().enumerate() {
+        let path = l.as_str().unwrap();
+        let data = files
+            .get(path)
+            .or_else(|| files.get(&format!("{}.tar", path.trim_end_matches("/layer.tar"))))
+            .unwrap_or_else(|| panic!("{path} not in {:?}", files.keys()))
+            .clone();
+        let new = format!("layer{i}/layer.tar");
+        add(&new, &data);
+        add(&format!("layer{i}/VERSION"), b"1.0");
+        layers.push(new);
+    }
+    let config = manifest[0]["Config"].as_str().unwrap().to_string();
+    add(&config, &files[&config]);
+    manifest[0]["Layers"] = serde_json::json!(layers);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    out.into_inner().unwrap()
 }
 
 #[test]
@@ -401,6 +474,10 @@ fn rewrite(tar: &[u8], f: impl Fn(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -
 
 /// A file entry with a raw (unchecked) name, followed by the end marker.
 fn with_raw_entry(tar: &[u8], name: &str) -> Vec<u8> {
+    with_raw(tar, name, tar::EntryType::Regular, "")
+}
+
+fn with_raw(tar: &[u8], name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
     // Drop the two zero blocks that end `tar`, then add our entry.
     let mut body = tar.to_vec();
     while body.len() >= 512 && body[body.len() - 512..].iter().all(|b| *b == 0) {
@@ -410,12 +487,18 @@ fn with_raw_entry(tar: &[u8], name: &str) -> Vec<u8> {
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
     h.set_size(5);
     h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
+    h.set_entry_type(kind);
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    if kind != tar::EntryType::Regular {
+        h.set_size(0);
+    }
     h.set_cksum();
     body.extend_from_slice(h.as_bytes());
-    let mut data = b"evil!".to_vec();
-    data.resize(512, 0);
-    body.extend_from_slice(&data);
+    if kind == tar::EntryType::Regular {
+        let mut data = b"evil!".to_vec();
+        data.resize(512, 0);
+        body.extend_from_slice(&data);
+    }
     body.extend_from_slice(&[0u8; 1024]);
     body
 }
@@ -478,6 +561,21 @@ fn bad_archives_fail_and_leave_the_store_as_it_was() {
         ),
         ("parent dir", with_raw_entry(&good, "../x"), "'..'"),
         ("absolute", with_raw_entry(&good, "/etc/x"), "absolute"),
+        (
+            "hard link",
+            with_raw(&good, "x", tar::EntryType::Link, "/etc/passwd"),
+            "hard link",
+        ),
+        (
+            "device",
+            with_raw(&good, "dev", tar::EntryType::Char, ""),
+            "character device",
+        ),
+        (
+            "escaping symlink",
+            with_raw(&good, "a/link", tar::EntryType::Symlink, "../../etc"),
+            "outside the archive",
+        ),
         (
             "bad blob path",
             rewrite(&good, |n, d| {
