@@ -347,6 +347,24 @@ mod tests {
     }
 
     #[test]
+    fn verify_checks_without_committing_and_abort_leaves_nothing() {
+        let (dir, store) = store();
+        let data = b"held until the end";
+        let digest = Digest::of(data);
+        let mut w = store.writer("held").unwrap();
+        w.write_all(data).unwrap();
+        assert_eq!(w.digest(), digest);
+        w.verify(data.len() as u64, &digest).unwrap();
+        assert!(w.verify(3, &digest).is_err());
+        assert!(w.verify(data.len() as u64, &Digest::of(b"x")).is_err());
+        assert_eq!(store.size(&digest).unwrap(), None, "visible before commit");
+        w.abort();
+        assert_eq!(store.size(&digest).unwrap(), None);
+        let ingest = fs::read_dir(dir.path().join("content/ingest")).unwrap();
+        assert_eq!(ingest.count(), 0);
+    }
+
+    #[test]
     fn size_mismatch_is_reported() {
         let (_dir, store) = store();
         let mut w = store.writer("r").unwrap();
