@@ -29,12 +29,6 @@ pub enum ArchiveFormat {
     Docker,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ResultFormat {
-    Table,
-    Json,
-}
-
 /// Write images from the berth store to an OCI image layout or a docker
 /// archive.
 ///
@@ -63,8 +57,9 @@ pub struct ExportArgs {
     /// Print only the exported images' digests, and no progress
     #[arg(short, long)]
     pub quiet: bool,
-    /// Output format for the result; `--format docker` is taken as `--type docker`
-    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    /// table or json: how the result prints on stdout; oci or docker: the archive type, as --type
+    #[arg(long, value_name = "FORMAT", default_value = "table",
+          value_parser = ["table", "json", "oci", "docker"])]
     pub format: String,
     #[command(flatten)]
     pub global: GlobalArgs,
