@@ -656,3 +656,48 @@ fn tag_names_an_image_that_then_runs() {
     );
     let _: PathBuf = p.root.path().to_path_buf();
 }
+
+#[test]
+fn multi_platform_images_travel_with_the_platforms_the_store_has() {
+    let registry = Registry::start();
+    let image = two_platform("multi");
+    push_index(&image, &registry, "arch/multi:1");
+    let reference = registry.reference("arch/multi:1");
+    for all in [false, true] {
+        let root = TempRoot::new();
+        let mut args = vec!["-q", reference.as_str()];
+        if all {
+            args.insert(0, "--all-platforms");
+        }
+        ok("pull", berth(&root, "berth-pull", &args).output().unwrap());
+        let tar = ok(
+            "export",
+            berth(&root, "berth-export", &[&reference, "-o", "-"])
+                .output()
+                .unwrap(),
+        )
+        .stdout;
+        let manifests = entry_names(&tar)
+            .iter()
+            .filter(|n| {
+                image
+                    .images
+                    .iter()
+                    .any(|i| n.ends_with(i.manifest_digest.hex()))
+            })
+            .count();
+        assert_eq!(manifests, if all { 2 } else { 1 }, "all platforms: {all}");
+        let fresh = TempRoot::new();
+        let mut child = berth(&fresh, "berth-import", &["--format", "json", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&tar).unwrap();
+        let v = json(&ok("import", child.wait_with_output().unwrap()));
+        assert_eq!(v["images"][0]["digest"], image.index_digest.to_string());
+        assert_eq!(v["images"][0]["name"], reference.as_str());
+        runs(&fresh, &reference);
+    }
+}
