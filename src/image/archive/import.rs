@@ -180,6 +180,8 @@ struct Planned {
 
 struct PlannedManifest {
     digest: Digest,
+    /// As the descriptor naming it says.
+    media_type: String,
     manifest: Manifest,
     config: Vec<u8>,
     platform: Platform,
@@ -474,10 +476,13 @@ impl<'a> Collector<'a> {
             crate::metadata::now_ns(),
             self.seq
         );
-        let content_err = |c: &Self, source| Error::Content {
-            archive: c.archive.clone(),
-            digest: expected.clone().unwrap_or_else(|| Digest::of(b"")),
-            source,
+        let content_err = |c: &Self, source: crate::content::Error| match &expected {
+            Some(digest) => Error::Content {
+                archive: c.archive.clone(),
+                digest: digest.clone(),
+                source,
+            },
+            None => c.fail(format!("storing {path}: {source}"), source.kind()),
         };
         let mut writer = self
             .store
@@ -621,6 +626,7 @@ impl<'a> Collector<'a> {
         }
         Ok(PlannedManifest {
             digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
             platform: Platform {
                 architecture: head.architecture,
                 os: head.os,
@@ -901,12 +907,7 @@ impl<'a> Collector<'a> {
                     );
                 }
                 let size = self.available(&m.digest).unwrap_or(0);
-                let media_type = m
-                    .manifest
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| p.root.media_type.clone());
-                record(&m.digest, size, &media_type, labels);
+                record(&m.digest, size, &m.media_type, labels);
                 record(
                     &m.manifest.config.digest,
                     m.manifest.config.size,
