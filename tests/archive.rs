@@ -654,7 +654,28 @@ fn tag_names_an_image_that_then_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _: PathBuf = p.root.path().to_path_buf();
+
+    // Exporting a missing image is "not found" and writes no file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("none.tar");
+    let out = berth(
+        &p.root,
+        "berth-export",
+        &[&p.image, "no/such:image", "-o", file.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "export left {left:?}");
 }
 
 #[test]

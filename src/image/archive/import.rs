@@ -1105,3 +1105,54 @@ fn type_name(t: tar::EntryType) -> &'static str {
         _ => "special entry",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_names_that_are_whole_references() {
+        assert!(!is_full_reference("latest"));
+        assert!(!is_full_reference("v1.2-rc"));
+        assert!(is_full_reference("busybox:1"));
+        assert!(is_full_reference("127.0.0.1:5000/a/b"));
+    }
+
+    #[test]
+    fn symlinks_stay_inside_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut c = Collector::new(&store, "test".into());
+        c.link("a/layer.tar", Path::new("../b.tar")).unwrap();
+        assert_eq!(c.links["a/layer.tar"], "b.tar");
+        assert!(c.link("a/x", Path::new("../../etc/passwd")).is_err());
+        assert!(c.link("x", Path::new("/etc/passwd")).is_err());
+        c.link("loop1", Path::new("loop2")).unwrap();
+        c.link("loop2", Path::new("loop1")).unwrap();
+        let err = c.resolve_path("loop1").unwrap_err().to_string();
+        assert!(err.contains("symbolic links"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_import_leaves_no_ingest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        {
+            let mut c = Collector::new(&store, "test".into());
+            let data = b"some layer";
+            let d = c.ingest("x/layer.tar", &mut &data[..], 10, None).unwrap();
+            assert_eq!(d, Digest::of(data));
+            let wrong = Digest::of(b"other");
+            let path = format!("blobs/sha256/{}", wrong.hex());
+            assert!(c.ingest(&path, &mut &data[..], 10, Some(wrong)).is_err());
+            assert!(c
+                .ingest("short", &mut &data[..], 20, None)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated"));
+        }
+        let ingest = fs::read_dir(dir.path().join("content/ingest")).unwrap();
+        assert_eq!(ingest.count(), 0);
+        assert_eq!(store.size(&Digest::of(b"some layer")).unwrap(), None);
+    }
+}
