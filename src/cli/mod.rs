@@ -9,6 +9,7 @@ pub mod kill;
 pub mod logs;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
 pub mod snapshot;
 
@@ -78,6 +79,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-kill", kill::command()),
         ("berth-logs", logs::command()),
         ("berth-pull", pull::command()),
+        ("berth-push", push::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
     ]
