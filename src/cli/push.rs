@@ -255,6 +255,9 @@ impl PushObserver for PushProgress {
     }
 
     fn manifest_pushed(&self, kind: BlobKind, digest: &Digest, reference: &str) {
-        self.line(format_args!("{kind} {}: pushed as {reference}", digest.short()));
+        self.line(format_args!(
+            "{kind} {}: pushed as {reference}",
+            digest.short()
+        ));
     }
 }

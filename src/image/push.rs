@@ -162,7 +162,10 @@ pub fn push(
     )?;
     if Digest::of(&root_bytes) != record.digest {
         return Err(invalid(
-            format!("stored document {} does not match its digest", record.digest),
+            format!(
+                "stored document {} does not match its digest",
+                record.digest
+            ),
             ErrorKind::DataLoss,
         ));
     }
