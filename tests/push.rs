@@ -292,3 +292,34 @@ fn a_blob_missing_from_the_store_fails_before_anything_is_sent() {
     let out = run(cmd("berth-push", &root).args([&a.reference("nope:v1")]));
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn bearer_tokens_are_asked_for_push_scopes_and_the_mount_source() {
+    let registry = Registry::start();
+    let front = TokenFront::start(&registry, TokenOptions::user("bob", "tok-pw"));
+    let image = ImageBuilder::new("v1").random_layer(20_000, 11).build();
+    let digest = push_oci(&image, &registry, "src/img:v1");
+    let root = TempRoot::new();
+    let source = front.reference("src/img:v1");
+    pull(&root, &["-u", "bob:tok-pw", &source]);
+
+    let out = run(cmd("berth-push", &root).args([&source, &front.reference("dst/img:v1")]));
+    assert_eq!(out.status.code(), Some(4), "push without credentials");
+
+    let res = push(
+        &root,
+        &["-u", "bob:tok-pw", &source, &front.reference("dst/img:v1")],
+    );
+    assert_eq!(res["digest"], digest.to_string());
+    assert!(actions(&res).iter().all(|a| a == "mounted"), "{res}");
+    let scopes = front.scopes_requested();
+    assert!(
+        scopes.iter().any(|s| s == "repository:dst/img:pull,push"),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes.iter().any(|s| s == "repository:src/img:pull"),
+        "{scopes:?}"
+    );
+    assert_eq!(registry.manifest("dst/img", "v1").body_digest(), digest);
+}
