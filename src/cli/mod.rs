@@ -11,6 +11,7 @@ pub mod kill;
 pub mod logs;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod run;
 pub mod snapshot;
 pub mod tag;
@@ -83,6 +84,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-kill", kill::command()),
         ("berth-logs", logs::command()),
         ("berth-pull", pull::command()),
+        ("berth-push", push::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
         ("berth-tag", tag::command()),

@@ -258,7 +258,7 @@ pub fn registry_client(
     })?)
 }
 
-fn credential(user: &str, password_stdin: bool) -> Result<Credential, Error> {
+pub(super) fn credential(user: &str, password_stdin: bool) -> Result<Credential, Error> {
     let (name, inline) = match user.split_once(':') {
         Some((n, p)) => (n, Some(p.to_string())),
         None => (user, None),

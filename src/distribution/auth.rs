@@ -175,7 +175,8 @@ pub(super) struct Target<'a> {
     pub registry: &'a str,
     /// The API host tokens are cached for (`registry-1.docker.io`).
     pub host: &'a str,
-    /// `repository:<name>:pull`.
+    /// `repository:<name>:pull`; several are separated by spaces
+    /// (`repository:a:pull,push repository:b:pull`).
     pub scope: String,
 }
 
@@ -305,7 +306,11 @@ impl Client {
         if let Some(s) = service {
             query.push(format!("service={}", query_escape(s)));
         }
-        query.push(format!("scope={}", query_escape(&target.scope)));
+        // Several scopes (push with a cross-repository mount) are separated
+        // by spaces in `target.scope` and sent as repeated parameters.
+        for scope in target.scope.split_whitespace() {
+            query.push(format!("scope={}", query_escape(scope)));
+        }
         let req = match credential.as_ref().and_then(|c| c.as_identity_token()) {
             Some(refresh) => {
                 query.push("grant_type=refresh_token".into());
@@ -317,7 +322,7 @@ impl Client {
                     headers: Vec::new(),
                     authorization: None,
                     body: Some((
-                        "application/x-www-form-urlencoded",
+                        "application/x-www-form-urlencoded".to_string(),
                         query.join("&").into_bytes(),
                     )),
                 }

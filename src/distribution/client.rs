@@ -157,14 +157,20 @@ impl fmt::Debug for Client {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Method {
     Get,
+    Head,
     Post,
+    Put,
+    Patch,
 }
 
 impl Method {
     pub(super) fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
+            Method::Head => "HEAD",
             Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
         }
     }
 }
@@ -176,19 +182,28 @@ pub(super) struct Req {
     pub headers: Vec<(&'static str, String)>,
     /// The `Authorization` value; dropped on redirects to another host.
     pub authorization: Option<String>,
-    /// Content type and body, for POST.
-    pub body: Option<(&'static str, Vec<u8>)>,
+    /// Content type and body, for POST, PUT and PATCH.
+    pub body: Option<(String, Vec<u8>)>,
 }
 
 impl Req {
     pub(super) fn get(url: String) -> Req {
+        Req::new(Method::Get, url)
+    }
+
+    pub(super) fn new(method: Method, url: String) -> Req {
         Req {
-            method: Method::Get,
+            method,
             url,
             headers: Vec::new(),
             authorization: None,
             body: None,
         }
+    }
+
+    pub(super) fn body(mut self, content_type: impl Into<String>, data: Vec<u8>) -> Req {
+        self.body = Some((content_type.into(), data));
+        self
     }
 
     pub(super) fn header(mut self, name: &'static str, value: impl Into<String>) -> Req {
@@ -359,32 +374,37 @@ impl Client {
     ) -> std::result::Result<Response<Body>, ureq::Error> {
         let agent = self.agent_for(url);
         let start = Instant::now();
-        let result = match (&req.method, &req.body) {
-            (Method::Get, _) => {
-                let mut b = agent.get(url);
+        // Headers common to every method; the builders differ in type
+        // (with or without a body), hence the macro.
+        macro_rules! prepare {
+            ($builder:expr) => {{
+                let mut b = $builder;
                 for (k, v) in &req.headers {
                     b = b.header(*k, v);
                 }
                 if let Some(a) = authorization {
                     b = b.header("Authorization", a);
                 }
-                b.call()
-            }
-            (Method::Post, body) => {
-                let mut b = agent.post(url);
-                for (k, v) in &req.headers {
-                    b = b.header(*k, v);
-                }
-                if let Some(a) = authorization {
-                    b = b.header("Authorization", a);
-                }
-                match body {
-                    Some((content_type, data)) => {
-                        b.header("Content-Type", *content_type).send(&data[..])
-                    }
+                b
+            }};
+        }
+        macro_rules! with_body {
+            ($builder:expr) => {{
+                let b = prepare!($builder);
+                match &req.body {
+                    Some((content_type, data)) => b
+                        .header("Content-Type", content_type.as_str())
+                        .send(&data[..]),
                     None => b.send_empty(),
                 }
-            }
+            }};
+        }
+        let result = match req.method {
+            Method::Get => prepare!(agent.get(url)).call(),
+            Method::Head => prepare!(agent.head(url)).call(),
+            Method::Post => with_body!(agent.post(url)),
+            Method::Put => with_body!(agent.put(url)),
+            Method::Patch => with_body!(agent.patch(url)),
         };
         self.debug_log(|| {
             let auth = match authorization.and_then(|a| a.split_whitespace().next()) {
@@ -593,7 +613,7 @@ pub(super) fn origin(url: &str) -> Option<(&str, &str)> {
 }
 
 /// Resolves a `Location` header against the URL it answered.
-fn resolve_url(base: &str, location: &str) -> Option<String> {
+pub(super) fn resolve_url(base: &str, location: &str) -> Option<String> {
     if origin(location).is_some() {
         return Some(location.to_string());
     }

@@ -1,5 +1,5 @@
-//! The registry client, pull side: talks the OCI distribution / Docker
-//! registry v2 HTTP API to fetch manifests and blobs.
+//! The registry client: talks the OCI distribution / Docker registry v2
+//! HTTP API to fetch manifests and blobs, and to push them (`push`).
 //!
 //! How a pull uses it:
 //!
@@ -22,12 +22,14 @@
 //!
 //! Files, one concept each: `reference` (names), `credentials` (where
 //! secrets come from), `auth` (challenges and tokens), `client` (transport:
-//! TLS, retries, redirects, logging), `fetch` (manifests and blobs).
+//! TLS, retries, redirects, logging), `fetch` (manifests and blobs),
+//! `push` (blob uploads, cross-repository mounts, manifest PUTs).
 
 mod auth;
 mod client;
 mod credentials;
 mod fetch;
+mod push;
 mod reference;
 
 #[cfg(test)]
@@ -36,6 +38,7 @@ mod testserver;
 pub use client::{Client, ClientOptions, HostOptions, RetryPolicy};
 pub use credentials::{Credential, CredentialSources};
 pub use fetch::{Manifest, MANIFEST_ACCEPT, MANIFEST_SIZE_LIMIT};
+pub use push::{BlobAction, BlobUpload, DEFAULT_CHUNK_SIZE};
 pub use reference::Reference;
 
 use std::fmt;

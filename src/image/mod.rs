@@ -1,5 +1,6 @@
-//! Images: names pointing at manifests, and the pull that brings an image
-//! from a registry into the content store and the metadata database.
+//! Images: names pointing at manifests, the pull that brings an image
+//! from a registry into the content store and the metadata database, and
+//! the push that sends a stored image to a registry (`push`).
 //!
 //! A pull resolves the reference to a root document (index or manifest),
 //! picks the platform(s), stores every manifest, config and layer blob
@@ -14,6 +15,7 @@ mod extract;
 mod follow;
 pub mod manifest;
 mod pull;
+mod push;
 mod resolve;
 pub mod unpack;
 
@@ -23,6 +25,7 @@ pub use pull::{
     pull, BlobKind, Observer, PlatformChoice, PullOptions, PullResult, PulledBlob,
     UNPACKED_LABEL_PREFIX,
 };
+pub use push::{push, NoProgress, PushObserver, PushOptions, PushResult, PushedBlob};
 pub use resolve::{resolve_local, stored_name, LocalImage};
 
 use crate::content::Digest;
@@ -52,6 +55,14 @@ pub enum Error {
         #[source]
         source: content::Error,
     },
+    #[error("pushing {what} {} to {reference}: {source}", digest.short())]
+    Push {
+        what: BlobKind,
+        digest: Digest,
+        reference: String,
+        #[source]
+        source: Box<distribution::Error>,
+    },
     #[error("{reference}: {reason}")]
     Invalid {
         reference: String,
@@ -67,7 +78,9 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Resolve { source, .. } | Error::Fetch { source, .. } => source.kind(),
+            Error::Resolve { source, .. }
+            | Error::Fetch { source, .. }
+            | Error::Push { source, .. } => source.kind(),
             Error::Store { source, .. } => source.kind(),
             Error::Invalid { kind, .. } => *kind,
             Error::Metadata(e) => e.kind(),
