@@ -12,6 +12,7 @@ pub mod logs;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod registry;
 pub mod run;
 pub mod snapshot;
 pub mod tag;

@@ -1,4 +1,4 @@
-//! Pull progress on stderr: an indicatif bar per blob on a terminal, one
+//! Pull and push progress on stderr: an indicatif bar per blob on a terminal, one
 //! plain line per event in CI logs, nothing with `-q`.
 
 use std::collections::HashMap;
@@ -10,20 +10,22 @@ use super::{human_size, ProgressMode};
 use crate::content::Digest;
 use crate::image::{BlobKind, Observer};
 
-pub struct PullProgress {
+/// What pull and push progress share: a bar per blob on a terminal, plain
+/// lines otherwise, nothing when silent.
+pub struct BlobBars {
     prog: String,
     mode: ProgressMode,
     multi: MultiProgress,
     bars: Mutex<HashMap<Digest, ProgressBar>>,
 }
 
-impl PullProgress {
-    pub fn new(prog: &str, mode: ProgressMode) -> PullProgress {
+impl BlobBars {
+    pub fn new(prog: &str, mode: ProgressMode) -> BlobBars {
         let target = match mode {
             ProgressMode::Bars => ProgressDrawTarget::stderr(),
             _ => ProgressDrawTarget::hidden(),
         };
-        PullProgress {
+        BlobBars {
             prog: prog.to_string(),
             mode,
             multi: MultiProgress::with_draw_target(target),
@@ -31,7 +33,12 @@ impl PullProgress {
         }
     }
 
-    fn line(&self, text: std::fmt::Arguments<'_>) {
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
+    }
+
+    /// A line of its own: above the bars on a terminal, `prog: text` in logs.
+    pub fn line(&self, text: std::fmt::Arguments<'_>) {
         match self.mode {
             ProgressMode::Lines => eprintln!("{}: {text}", self.prog),
             ProgressMode::Bars => {
@@ -41,12 +48,50 @@ impl PullProgress {
         }
     }
 
-    fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
+    /// Starts a bar for `digest` at `position` of `size` (terminals only).
+    pub fn start(&self, kind: BlobKind, digest: &Digest, size: u64, position: u64) {
+        if self.mode != ProgressMode::Bars {
+            return;
+        }
+        let bar = self.multi.add(ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{kind:<8} {}", digest.short()));
+        bar.set_position(position);
+        self.bars
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.clone(), bar);
+    }
+
+    pub fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
         self.bars
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(digest)
             .cloned()
+    }
+}
+
+/// Pull progress: a bar per blob, or a line per event.
+pub struct PullProgress(BlobBars);
+
+impl PullProgress {
+    pub fn new(prog: &str, mode: ProgressMode) -> PullProgress {
+        PullProgress(BlobBars::new(prog, mode))
+    }
+
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        self.0.line(text)
+    }
+
+    fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
+        self.0.bar(digest)
     }
 }
 
@@ -58,7 +103,7 @@ impl Observer for PullProgress {
     }
 
     fn blob_started(&self, kind: BlobKind, digest: &Digest, size: u64, offset: u64) {
-        match self.mode {
+        match self.0.mode() {
             ProgressMode::Lines => {
                 if offset > 0 {
                     self.line(format_args!(
@@ -75,22 +120,7 @@ impl Observer for PullProgress {
                     ));
                 }
             }
-            ProgressMode::Bars => {
-                let bar = self.multi.add(ProgressBar::new(size));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(format!("{kind:<8} {}", digest.short()));
-                bar.set_position(offset);
-                self.bars
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(digest.clone(), bar);
-            }
+            ProgressMode::Bars => self.0.start(kind, digest, size, offset),
             ProgressMode::Silent => {}
         }
     }

@@ -1,13 +1,12 @@
 //! `berth-pull`: fetch images from OCI and Docker v2 registries.
 
-use std::io::Read;
-
 use clap::{CommandFactory, Parser};
 
 use super::progress::PullProgress;
+use super::registry::RegistryArgs;
 use super::{exit, Format, GlobalArgs, ProgressMode};
 use crate::content::Store;
-use crate::distribution::{Client, ClientOptions, Credential, HostOptions, Reference};
+use crate::distribution::{Client, Reference};
 use crate::image::{self, Platform, PlatformChoice, PullOptions, PullResult};
 use crate::metadata::Db;
 use crate::snapshot::Snapshotter;
@@ -50,18 +49,8 @@ pub struct PullArgs {
     /// Only fetch the blobs into the content store; do not unpack
     #[arg(long)]
     pub no_unpack: bool,
-    /// Credentials for the registry: USER or USER:PASSWORD
-    #[arg(short, long, value_name = "USER[:PASSWORD]")]
-    pub user: Option<String>,
-    /// Read the password for --user from standard input
-    #[arg(long, requires = "user")]
-    pub password_stdin: bool,
-    /// Speak plain HTTP to the registry (automatic for localhost and 127.0.0.0/8)
-    #[arg(long)]
-    pub plain_http: bool,
-    /// Accept any TLS certificate from the registry
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Print only the pulled images' digests on stdout, and no progress
     #[arg(short, long)]
     pub quiet: bool,
@@ -159,17 +148,7 @@ impl<'a> Session<'a> {
             (Some(p), false) => PlatformChoice::Only(p.parse::<Platform>().map_err(Error::Usage)?),
             (None, false) => PlatformChoice::Host,
         };
-        let credential = match &args.user {
-            None => None,
-            Some(user) => Some(credential(user, args.password_stdin)?),
-        };
-        let client = registry_client(
-            &config,
-            args.plain_http,
-            args.insecure,
-            credential,
-            args.global.debug_enabled(),
-        )?;
+        let client = args.registry.client(&config, args.global.debug_enabled())?;
         // The content store creates the root (owner-only) before the database opens in it.
         let store = Store::open(&root)?;
         let db = Db::open(&root)?;
@@ -223,71 +202,4 @@ impl<'a> Session<'a> {
         }
         Ok(result)
     }
-}
-
-/// A registry client configured from the config file's `[registry.*]`
-/// tables and the command's flags.
-pub fn registry_client(
-    config: &crate::config::Config,
-    plain_http: bool,
-    insecure: bool,
-    credential: Option<Credential>,
-    debug: bool,
-) -> Result<Client, Error> {
-    let hosts = config
-        .registries
-        .iter()
-        .map(|(host, r)| {
-            (
-                host.to_string(),
-                HostOptions {
-                    plain_http: r.plain_http,
-                    insecure: r.insecure,
-                    ca_file: r.ca_file.clone(),
-                },
-            )
-        })
-        .collect();
-    Ok(Client::new(ClientOptions {
-        plain_http,
-        insecure,
-        hosts,
-        credential,
-        debug,
-        ..ClientOptions::default()
-    })?)
-}
-
-pub(super) fn credential(user: &str, password_stdin: bool) -> Result<Credential, Error> {
-    let (name, inline) = match user.split_once(':') {
-        Some((n, p)) => (n, Some(p.to_string())),
-        None => (user, None),
-    };
-    if name.is_empty() {
-        return Err(Error::Usage("--user needs a user name".into()));
-    }
-    let password = match (inline, password_stdin) {
-        (Some(_), true) => {
-            return Err(Error::Usage(
-                "give the password either in --user or with --password-stdin, not both".into(),
-            ))
-        }
-        (Some(p), false) => p,
-        (None, true) => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| Error::Usage(format!("reading the password from stdin: {e}")))?;
-            text.trim_end_matches(['\n', '\r']).to_string()
-        }
-        (None, false) => {
-            return Err(Error::Usage(
-                "--user needs a password: USER:PASSWORD, or --password-stdin".into(),
-            ))
-        }
-    };
-    Ok(Credential {
-        username: name.to_string(),
-        password,
-    })
 }

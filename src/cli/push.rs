@@ -1,12 +1,9 @@
 //! `berth-push`: upload a stored image to an OCI or Docker v2 registry.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use clap::{CommandFactory, Parser};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::pull::{credential, registry_client};
+use super::progress::BlobBars;
+use super::registry::RegistryArgs;
 use super::{exit, human_size, Format, GlobalArgs, ProgressMode};
 use crate::content::{Digest, Store};
 use crate::distribution::{BlobAction, Reference, DEFAULT_CHUNK_SIZE};
@@ -48,18 +45,8 @@ pub struct PushArgs {
     /// How many blobs to upload at once
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_concurrent_uploads: u16,
-    /// Credentials for the registry: USER or USER:PASSWORD
-    #[arg(short, long, value_name = "USER[:PASSWORD]")]
-    pub user: Option<String>,
-    /// Read the password for --user from standard input
-    #[arg(long, requires = "user")]
-    pub password_stdin: bool,
-    /// Speak plain HTTP to the registry (automatic for localhost and 127.0.0.0/8)
-    #[arg(long)]
-    pub plain_http: bool,
-    /// Accept any TLS certificate from the registry
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Print only the pushed digest on stdout, and no progress
     #[arg(short, long)]
     pub quiet: bool,
@@ -93,17 +80,7 @@ fn run(args: &PushArgs, prog: &str) -> Result<PushResult, Error> {
     let dest: Reference = args.dest.as_deref().unwrap_or(&args.image).parse()?;
     let chunk_size = chunk_size()?;
     let (config, root) = args.global.load()?;
-    let credential = match &args.user {
-        None => None,
-        Some(user) => Some(credential(user, args.password_stdin)?),
-    };
-    let client = registry_client(
-        &config,
-        args.plain_http,
-        args.insecure,
-        credential,
-        args.global.debug_enabled(),
-    )?;
+    let client = args.registry.client(&config, args.global.debug_enabled())?;
     if !root.join("meta.db").exists() {
         return Err(image::Error::Invalid {
             reference: source.to_string(),
@@ -115,7 +92,7 @@ fn run(args: &PushArgs, prog: &str) -> Result<PushResult, Error> {
     let store = Store::open(&root)?;
     let db = Db::open(&root)?;
     let mode = ProgressMode::detect(args.quiet);
-    let progress = PushProgress::new(prog, mode);
+    let progress = PushProgress(BlobBars::new(prog, mode));
     let opts = PushOptions {
         max_concurrent_uploads: usize::from(args.max_concurrent_uploads),
         chunk_size,
@@ -173,68 +150,15 @@ fn print_result(args: &PushArgs, r: &PushResult) {
 
 /// Push progress on stderr: a bar per blob on a terminal, a line per
 /// finished blob otherwise, nothing with `-q`.
-struct PushProgress {
-    prog: String,
-    mode: ProgressMode,
-    multi: MultiProgress,
-    bars: Mutex<HashMap<Digest, ProgressBar>>,
-}
-
-impl PushProgress {
-    fn new(prog: &str, mode: ProgressMode) -> PushProgress {
-        let target = match mode {
-            ProgressMode::Bars => ProgressDrawTarget::stderr(),
-            _ => ProgressDrawTarget::hidden(),
-        };
-        PushProgress {
-            prog: prog.to_string(),
-            mode,
-            multi: MultiProgress::with_draw_target(target),
-            bars: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn line(&self, text: std::fmt::Arguments<'_>) {
-        match self.mode {
-            ProgressMode::Lines => eprintln!("{}: {text}", self.prog),
-            ProgressMode::Bars => {
-                let _ = self.multi.println(text.to_string());
-            }
-            ProgressMode::Silent => {}
-        }
-    }
-
-    fn bar(&self, digest: &Digest) -> Option<ProgressBar> {
-        self.bars
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(digest)
-            .cloned()
-    }
-}
+struct PushProgress(BlobBars);
 
 impl PushObserver for PushProgress {
     fn blob_started(&self, kind: BlobKind, digest: &Digest, size: u64) {
-        if self.mode != ProgressMode::Bars {
-            return;
-        }
-        let bar = self.multi.add(ProgressBar::new(size));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{kind:<8} {}", digest.short()));
-        self.bars
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.clone(), bar);
+        self.0.start(kind, digest, size, 0);
     }
 
     fn blob_progress(&self, digest: &Digest, bytes: u64) {
-        if let Some(bar) = self.bar(digest) {
+        if let Some(bar) = self.0.bar(digest) {
             bar.inc(bytes);
         }
     }
@@ -245,17 +169,19 @@ impl PushObserver for PushProgress {
             BlobAction::Exists => "already in the registry".to_string(),
             BlobAction::Mounted => "mounted from the source repository".to_string(),
         };
-        match self.bar(digest) {
+        match self.0.bar(digest) {
             Some(bar) => {
                 bar.set_position(size);
                 bar.finish_with_message(what);
             }
-            None => self.line(format_args!("{kind} {}: {what}", digest.short())),
+            None => self
+                .0
+                .line(format_args!("{kind} {}: {what}", digest.short())),
         }
     }
 
     fn manifest_pushed(&self, kind: BlobKind, digest: &Digest, reference: &str) {
-        self.line(format_args!(
+        self.0.line(format_args!(
             "{kind} {}: pushed as {reference}",
             digest.short()
         ));

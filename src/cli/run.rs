@@ -463,7 +463,7 @@ fn find_or_pull(
             }));
         }
     }
-    let client = super::pull::registry_client(
+    let client = super::registry::registry_client(
         config,
         args.plain_http,
         false,
