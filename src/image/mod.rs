@@ -18,6 +18,7 @@ mod pull;
 mod push;
 mod resolve;
 pub mod unpack;
+mod workers;
 
 pub use extract::{chain_ids, Extracted};
 pub use manifest::{Descriptor, Platform};

@@ -1,7 +1,6 @@
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -9,6 +8,7 @@ use serde::Serialize;
 use super::extract::{self, Extracted};
 use super::follow::Follow;
 use super::manifest::{self, ConfigHead, Descriptor, DocumentKind, Index, Manifest, Platform};
+use super::workers;
 use super::Error;
 use crate::content::{self, Digest, Store};
 use crate::distribution::{Client, Reference};
@@ -529,58 +529,26 @@ fn fetch_all(
     stop: &AtomicBool,
     observer: &dyn Observer,
 ) -> Result<Vec<PulledBlob>, Error> {
-    let queue: Mutex<VecDeque<usize>> = Mutex::new((0..jobs.len()).collect());
-    let results: Mutex<BTreeMap<usize, PulledBlob>> = Mutex::new(BTreeMap::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = opts.max_concurrent_downloads.clamp(1, jobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(i) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                    return;
-                };
-                let job = &jobs[i];
-                let follow = &follows[&job.desc.digest];
-                let outcome = fetch_one(client, store, reference, job, follow, observer);
-                match &outcome {
-                    Ok(_) => follow.complete(),
-                    Err(e) => follow.fail(e.to_string()),
-                }
-                match outcome {
-                    Ok(blob) => {
-                        results
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(i, blob);
-                    }
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let (results, failure) =
+        workers::run_bounded(jobs.len(), opts.max_concurrent_downloads, stop, |i| {
+            let job = &jobs[i];
+            let follow = &follows[&job.desc.digest];
+            let outcome = fetch_one(client, store, reference, job, follow, observer);
+            match &outcome {
+                Ok(_) => follow.complete(),
+                Err(e) => follow.fail(e.to_string()),
+            }
+            outcome
+        });
+    if let Some(e) = failure {
         return Err(e);
     }
-    if stop.load(Ordering::Relaxed) && results.lock().map(|r| r.len()).unwrap_or(0) < jobs.len() {
+    if stop.load(Ordering::Relaxed) && results.len() < jobs.len() {
         // The unpacker failed and stopped the downloads; its error is the
         // one to report.
         return Ok(Vec::new());
     }
-    Ok(results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_values()
-        .collect())
+    Ok(results.into_values().collect())
 }
 
 fn fetch_one(

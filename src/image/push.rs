@@ -11,14 +11,14 @@
 //!
 //! Nothing in the store is written: a push only reads.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
 use super::manifest::{self, Descriptor, DocumentKind, Index, Manifest};
 use super::pull::image_name;
+use super::workers;
 use super::{BlobKind, Error};
 use crate::content::{Digest, Store};
 use crate::distribution::{BlobAction, BlobUpload, Client, Reference, DEFAULT_CHUNK_SIZE};
@@ -323,75 +323,43 @@ fn push_blobs(
     observer: &dyn PushObserver,
 ) -> Result<Vec<PushedBlob>, Error> {
     let dest_text = dest.to_string();
-    let queue: Mutex<VecDeque<usize>> = Mutex::new((0..jobs.len()).collect());
-    let results: Mutex<BTreeMap<usize, PushedBlob>> = Mutex::new(BTreeMap::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
-    let workers = opts.max_concurrent_uploads.clamp(1, jobs.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(i) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                    return;
-                };
-                let job = &jobs[i];
-                let digest = &job.desc.digest;
-                observer.blob_started(job.kind, digest, job.desc.size);
-                let open = || -> std::io::Result<Box<dyn std::io::Read + Send>> {
-                    store
-                        .open_blob(digest)
-                        .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                };
-                let blob = BlobUpload {
-                    digest,
-                    size: job.desc.size,
-                    open: &open,
-                    mount_from,
-                    chunk_size: opts.chunk_size,
-                };
-                let outcome = client
-                    .push_blob(dest, &blob, &mut |n| observer.blob_progress(digest, n))
-                    .map_err(|source| Error::Push {
-                        what: job.kind,
-                        digest: digest.clone(),
-                        reference: dest_text.clone(),
-                        source: Box::new(source),
-                    });
-                match outcome {
-                    Ok(action) => {
-                        observer.blob_finished(job.kind, digest, job.desc.size, action);
-                        results.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                            i,
-                            PushedBlob {
-                                kind: job.kind,
-                                digest: digest.clone(),
-                                size: job.desc.size,
-                                action,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
+    let (results, failure) =
+        workers::run_bounded(jobs.len(), opts.max_concurrent_uploads, &stop, |i| {
+            let job = &jobs[i];
+            let digest = &job.desc.digest;
+            observer.blob_started(job.kind, digest, job.desc.size);
+            let open = || -> std::io::Result<Box<dyn std::io::Read + Send>> {
+                store
+                    .open_blob(digest)
+                    .map(|f| Box::new(f) as Box<dyn std::io::Read + Send>)
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            };
+            let blob = BlobUpload {
+                digest,
+                size: job.desc.size,
+                open: &open,
+                mount_from,
+                chunk_size: opts.chunk_size,
+            };
+            let action = client
+                .push_blob(dest, &blob, &mut |n| observer.blob_progress(digest, n))
+                .map_err(|source| Error::Push {
+                    what: job.kind,
+                    digest: digest.clone(),
+                    reference: dest_text.clone(),
+                    source: Box::new(source),
+                })?;
+            observer.blob_finished(job.kind, digest, job.desc.size, action);
+            Ok(PushedBlob {
+                kind: job.kind,
+                digest: digest.clone(),
+                size: job.desc.size,
+                action,
+            })
+        });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(results.into_values().collect()),
     }
-    Ok(results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_values()
-        .collect())
 }
