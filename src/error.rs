@@ -1,5 +1,5 @@
 use crate::{
-    cgroups, config, content, distribution, image, metadata, runtime, snapshot, ErrorKind,
+    cgroups, config, content, distribution, gc, image, metadata, runtime, snapshot, ErrorKind,
 };
 
 /// Any berth library error. Each module keeps its own error type with the
@@ -17,6 +17,8 @@ pub enum Error {
     Metadata(#[from] metadata::Error),
     #[error(transparent)]
     Distribution(#[from] Box<distribution::Error>),
+    #[error(transparent)]
+    Gc(#[from] gc::Error),
     #[error(transparent)]
     Image(#[from] image::Error),
     #[error(transparent)]
@@ -38,6 +40,7 @@ impl Error {
             Error::Content(e) => e.kind(),
             Error::Metadata(e) => e.kind(),
             Error::Distribution(e) => e.kind(),
+            Error::Gc(e) => e.kind(),
             Error::Image(e) => e.kind(),
             Error::Archive(e) => e.kind(),
             Error::Runtime(e) => e.kind(),

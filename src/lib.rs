@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod distribution;
+pub mod gc;
 pub mod image;
 pub mod metadata;
 pub mod plugin;

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod rm;
 pub mod run;
 pub mod snapshot;
 pub mod tag;
@@ -86,6 +87,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-logs", logs::command()),
         ("berth-pull", pull::command()),
         ("berth-push", push::command()),
+        ("berth-rm", rm::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
         ("berth-tag", tag::command()),

@@ -57,6 +57,10 @@ pub(super) struct Job<'a> {
     pub layers: &'a [Descriptor],
     pub follows: &'a HashMap<Digest, Follow>,
     pub stop: &'a AtomicBool,
+    /// Called with each layer's chain ID before it is looked up or
+    /// committed: the caller records it in its lease, so garbage
+    /// collection keeps the snapshot until the image record names it.
+    pub hold: Option<&'a (dyn Fn(&str) -> Result<(), Error> + Sync)>,
 }
 
 /// Unpacks the layers of one manifest in order. Runs on its own thread
@@ -134,6 +138,9 @@ fn extract_inner(
     };
     for (i, layer) in job.layers.iter().enumerate() {
         let name = chain[i].to_string();
+        if let Some(hold) = job.hold {
+            hold(&name)?;
+        }
         if is_committed(snapshotter, &name)? {
             continue;
         }

@@ -290,6 +290,23 @@ pub fn pull(
         .map(|j| (j.desc.digest.clone(), Follow::new()))
         .collect();
     let stop = AtomicBool::new(false);
+    // The unpacker runs on its own thread, so it holds snapshots in the
+    // lease through its own connection.
+    let hold_db = match (&to_unpack, db.path().parent()) {
+        (Some(_), Some(root)) => Some(std::sync::Mutex::new(Db::open(root)?)),
+        _ => None,
+    };
+    let hold = |key: &str| -> Result<(), Error> {
+        if let (Some(db), Some((snapshotter, _))) = (&hold_db, &to_unpack) {
+            let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+            db.lease_add(
+                &lease,
+                &metadata::snapshot_lease_kind(snapshotter.name()),
+                key,
+            )?;
+        }
+        Ok(())
+    };
     let (fetched, extracted) = std::thread::scope(|s| {
         let extraction = to_unpack.map(|(snapshotter, m)| {
             let job = extract::Job {
@@ -299,6 +316,7 @@ pub fn pull(
                 layers: &m.layers,
                 follows: &follows,
                 stop: &stop,
+                hold: Some(&hold),
             };
             s.spawn(move || extract::extract(snapshotter, store, &job))
         });

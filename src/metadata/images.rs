@@ -113,6 +113,11 @@ pub fn put_content(conn: &Connection, rec: &ContentRecord) -> rusqlite::Result<(
     Ok(())
 }
 
+/// Deletes the image `name`. Returns whether it existed.
+pub fn delete_image(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM images WHERE name = ?1", [name])? > 0)
+}
+
 impl Db {
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>> {
         let row = self.read(|c| {

@@ -47,6 +47,12 @@ impl Db {
     }
 }
 
+/// The lease resource kind of snapshots of `snapshotter` (the key is the
+/// snapshot key), as containerd names it.
+pub fn snapshot_lease_kind(snapshotter: &str) -> String {
+    format!("snapshots/{snapshotter}")
+}
+
 pub fn add_resource(
     conn: &Connection,
     lease: &Lease,

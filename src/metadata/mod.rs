@@ -27,8 +27,8 @@ pub use containers::{
     container_records, delete_container, find_container, insert_container, process_start_time,
     reconcile, set_container_running, set_container_stopped, ContainerRecord, ContainerStatus,
 };
-pub use images::{put_content, put_image, ContentRecord, ImageRecord};
-pub use leases::{add_resource, delete_lease, Lease};
+pub use images::{delete_image, put_content, put_image, ContentRecord, ImageRecord};
+pub use leases::{add_resource, delete_lease, snapshot_lease_kind, Lease};
 pub use snapshots::{
     allocate_snapshot_id, commit_snapshot, delete_snapshot, insert_snapshot, set_snapshot_labels,
     snapshot_chain, snapshot_children, snapshot_record, snapshot_records, SnapshotRecord,

@@ -129,6 +129,14 @@ pub trait Snapshotter: Send + Sync {
     /// removing it while mounted is allowed and harmless).
     fn remove(&self, key: &str) -> Result<()>;
 
+    /// [`Snapshotter::remove`], except that inside the transaction that
+    /// deletes the record `keep` is asked first (with that transaction's
+    /// connection): when it names a reason, nothing is removed and
+    /// [`Error::Kept`] carries the reason. Garbage collection uses it to
+    /// re-check, atomically with the deletion, that nothing created after
+    /// its mark (a lease, an image, a container) references `key`.
+    fn remove_unless(&self, key: &str, keep: &KeepCheck<'_>) -> Result<()>;
+
     /// Every snapshot that `filter` matches, oldest first.
     fn walk(&self, filter: &Filter) -> Result<Vec<Info>>;
 
@@ -151,6 +159,10 @@ pub trait Snapshotter: Send + Sync {
     fn cleanup(&self) -> Result<CleanupReport>;
 }
 
+/// The question [`Snapshotter::remove_unless`] asks inside its deleting
+/// transaction: `Some(reason)` keeps the snapshot.
+pub type KeepCheck<'a> = dyn Fn(&rusqlite::Connection) -> rusqlite::Result<Option<String>> + 'a;
+
 /// Opens the snapshotter `name` (one of [`SNAPSHOTTERS`]) in the store at
 /// `root`, creating its directory if needed. It opens its own connection to
 /// the metadata database `<root>/meta.db`; other connections in the same
@@ -169,6 +181,12 @@ pub fn open(root: &Path, name: &str) -> Result<Box<dyn Snapshotter>> {
 /// time, so a reused pid or a reboot does not pass for the same process.
 pub fn process_owner() -> String {
     store::owner_of(std::process::id()).unwrap_or_default()
+}
+
+/// Whether the process an [`OWNER_LABEL`] value names is known to be gone
+/// (a value that cannot be read counts as alive).
+pub fn owner_gone(owner: &str) -> bool {
+    store::owner_gone_now(owner)
 }
 
 /// The state of a snapshot.
@@ -313,6 +331,13 @@ pub enum Error {
         key: String,
         mountpoint: PathBuf,
     },
+    /// [`Snapshotter::remove_unless`] found a reason to keep it.
+    #[error("snapshot {snapshotter}/{key}: kept: {reason}")]
+    Kept {
+        snapshotter: String,
+        key: String,
+        reason: String,
+    },
     #[error("invalid snapshot key \"{key}\": {reason}")]
     InvalidKey { key: String, reason: String },
     #[error("unknown snapshotter \"{name}\" (compiled in: {})", SNAPSHOTTERS.join(", "))]
@@ -350,9 +375,10 @@ impl Error {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::WrongKind { .. } | Error::HasChildren { .. } | Error::InUse { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Error::WrongKind { .. }
+            | Error::HasChildren { .. }
+            | Error::InUse { .. }
+            | Error::Kept { .. } => ErrorKind::FailedPrecondition,
             Error::InvalidKey { .. } | Error::UnknownSnapshotter { .. } => {
                 ErrorKind::InvalidArgument
             }

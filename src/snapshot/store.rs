@@ -63,7 +63,10 @@ macro_rules! delegate_to_core {
         }
 
         fn remove(&self, key: &str) -> Result<()> {
-            self.core.remove(key)
+            self.core.remove(key, &|_| Ok(None))
+        }
+        fn remove_unless(&self, key: &str, keep: &super::KeepCheck<'_>) -> Result<()> {
+            self.core.remove(key, keep)
         }
 
         fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
@@ -358,7 +361,7 @@ impl Core {
         Ok(info(rec))
     }
 
-    pub(super) fn remove(&self, key: &str) -> Result<()> {
+    pub(super) fn remove(&self, key: &str, keep: &super::KeepCheck<'_>) -> Result<()> {
         let _lock = self.lock(FlockArg::LockShared)?;
         let rec = self.record(key)?;
         let has_children = |conn: &Connection| -> Checked<()> {
@@ -389,6 +392,13 @@ impl Core {
             }
             if let Err(e) = has_children(tx)? {
                 return Ok(Err(e));
+            }
+            if let Some(reason) = keep(tx)? {
+                return Ok(Err(Error::Kept {
+                    snapshotter: self.name.into(),
+                    key: key.into(),
+                    reason,
+                }));
             }
             delete_snapshot(tx, self.name, key)?;
             Ok(Ok(()))
@@ -550,6 +560,11 @@ pub(super) fn owner_of(pid: u32) -> Option<String> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let start = rest.split_whitespace().nth(22 - 3)?;
     Some(format!("{}:{pid}:{start}", boot_id()?))
+}
+
+/// [`owner_gone`] with this boot's id.
+pub(super) fn owner_gone_now(owner: &str) -> bool {
+    owner_gone(owner, boot_id().as_deref())
 }
 
 /// Whether the process an [`OWNER_LABEL`] value names is gone. A value we

@@ -920,6 +920,21 @@ impl<'a> Collector<'a> {
             }
         }
 
+        // One lease holds the snapshots unpacked below and the blobs until
+        // the records name them; the unpacker adds snapshots to it through
+        // its own connection.
+        let lease = db.create_lease("import", LEASE_TTL)?;
+        let hold_db = match db.path().parent() {
+            Some(root) if snapshotter.is_some() => Some(std::sync::Mutex::new(Db::open(root)?)),
+            _ => None,
+        };
+        let hold = |key: &str| -> Result<(), crate::image::Error> {
+            if let (Some(db), Some(s)) = (&hold_db, snapshotter) {
+                let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+                db.lease_add(&lease, &metadata::snapshot_lease_kind(s.name()), key)?;
+            }
+            Ok(())
+        };
         // Unpack each image's host platform from the verified ingests.
         let host = Platform::host();
         let mut unpacked: Vec<Option<Extracted>> = Vec::new();
@@ -961,6 +976,7 @@ impl<'a> Collector<'a> {
                 layers: &m.manifest.layers,
                 follows: &follows,
                 stop: &stop,
+                hold: Some(&hold),
             };
             progress(&format!(
                 "{}: unpacking {} layer(s) into {}",
@@ -984,8 +1000,7 @@ impl<'a> Collector<'a> {
             unpacked.push(Some(x));
         }
 
-        // Make the blobs visible: under a lease, then one transaction.
-        let lease = db.create_lease("import", LEASE_TTL)?;
+        // Make the blobs visible: under the lease, then one transaction.
         db.write(|tx| {
             for d in records.keys() {
                 metadata::add_resource(tx, &lease, "content", &d.to_string())?;

@@ -248,8 +248,9 @@ pub fn create(
     ctx.db
         .write(|tx| metadata::insert_container(tx, &record))??;
     // The record holds the snapshot now; it must outlive this process.
-    labels.remove(snapshot::OWNER_LABEL);
-    ctx.snapshotter.update(&key, &labels)?;
+    // (`update` merges: an empty value is what removes a label.)
+    let clear = Labels::from([(snapshot::OWNER_LABEL.to_string(), String::new())]);
+    ctx.snapshotter.update(&key, &clear)?;
     undo.disarm();
     Ok(record)
 }
