@@ -162,10 +162,9 @@ pub fn main() -> i32 {
                     run_gc = true;
                     rec.id
                 }),
-            ObjectKind::Image => remove_image(&mut db, id, args.dry_run).map(|name| {
+            ObjectKind::Image => remove_image(&mut db, id, args.dry_run).inspect(|name| {
                 pretend.images.push(name.clone());
                 run_gc = true;
-                name
             }),
             ObjectKind::Snapshot => {
                 remove_snapshot(&root, &db, id, args.snapshotter.as_deref(), args.dry_run)

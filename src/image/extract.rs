@@ -48,6 +48,9 @@ pub struct Extracted {
     pub layers_unpacked: usize,
 }
 
+/// See [`Job::hold`].
+pub(super) type Hold<'a> = dyn Fn(&str) -> Result<(), Error> + Sync + 'a;
+
 pub(super) struct Job<'a> {
     pub reference: &'a str,
     pub config: &'a Descriptor,
@@ -60,7 +63,7 @@ pub(super) struct Job<'a> {
     /// Called with each layer's chain ID before it is looked up or
     /// committed: the caller records it in its lease, so garbage
     /// collection keeps the snapshot until the image record names it.
-    pub hold: Option<&'a (dyn Fn(&str) -> Result<(), Error> + Sync)>,
+    pub hold: Option<&'a Hold<'a>>,
 }
 
 /// Unpacks the layers of one manifest in order. Runs on its own thread
