@@ -27,7 +27,9 @@
 //! names. Snapshots go one by one through
 //! [`Snapshotter::remove_unless`](crate::snapshot::Snapshotter::remove_unless),
 //! children before parents; content records go in one transaction, and
-//! their blob files are deleted only after it commits.
+//! their blob files only after it commits, each inside a short write
+//! transaction that first checks no lease or record claims the blob now (a
+//! pull leases a blob before it looks whether the file is there).
 //!
 //! # Crashes
 //!
@@ -43,7 +45,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::content::Digest;
@@ -605,26 +607,63 @@ pub fn collect(root: &Path, dry_run: bool, pretend: &Pretend) -> Result<Report, 
             reason,
         });
     }
+    // Each file goes inside a write transaction that checks no lease or
+    // record claims it now: a pull that leases a blob (a write) and then
+    // finds it present waits for this, then sees it gone and fetches it.
     for (digest, size) in gone {
         pause();
-        if let Some(path) = blob_path(root, &digest) {
+        let Some(path) = blob_path(root, &digest) else {
+            continue;
+        };
+        let claimed = db.write(|tx| {
+            let lease: Option<String> = tx
+                .query_row(
+                    "SELECT r.lease_id FROM lease_resources r JOIN leases l ON l.id = r.lease_id
+                     WHERE r.kind = 'content' AND r.key = ?1
+                       AND (l.expires_ns IS NULL OR l.expires_ns > ?2) LIMIT 1",
+                    params![digest, now_ns()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(lease) = lease {
+                return Ok(Some(Ok(format!("lease {lease}"))));
+            }
+            let recorded: bool = tx
+                .query_row("SELECT 1 FROM content WHERE digest = ?1", [&digest], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if recorded {
+                return Ok(Some(Ok("recorded again meanwhile".to_string())));
+            }
             match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        action: "removing",
-                        path,
-                        source,
-                    })
-                }
+                Ok(()) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Ok(Some(Err(e))),
+            }
+        })?;
+        match claimed {
+            None => {
+                report.freed_bytes += size;
+                report.removed.push(Freed {
+                    node: Node::content(&digest),
+                    size,
+                });
+            }
+            Some(Ok(reason)) => report.kept.push(Kept {
+                node: Node::content(&digest),
+                size,
+                reason,
+            }),
+            Some(Err(source)) => {
+                return Err(Error::Io {
+                    action: "removing",
+                    path,
+                    source,
+                })
             }
         }
-        report.freed_bytes += size;
-        report.removed.push(Freed {
-            node: Node::content(&digest),
-            size,
-        });
     }
     report.kept.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(report)
