@@ -403,7 +403,7 @@ fn run(args: &RunArgs) -> Result<i32, Error> {
     };
     let signals = match attach::block_signals(attach::FORWARDED)
         .map_err(Error::from)
-        .and_then(|s| container::start(&ctx, &rec).map(|_| s))
+        .and_then(|s| container::start(&mut ctx, &mut rec).map(|_| s))
     {
         Ok(s) => s,
         Err(e) => {

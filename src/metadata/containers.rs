@@ -242,6 +242,47 @@ pub fn container_records(conn: &Connection) -> rusqlite::Result<Vec<ContainerRec
     rows.collect()
 }
 
+/// Records the process of created container `id` and the process waiting
+/// for it, before it is started: a reader can then tell when both are gone.
+/// The status stays `created`. Returns whether it exists.
+pub fn set_container_process(
+    conn: &Connection,
+    id: &str,
+    pid: i32,
+    pid_start: u64,
+    supervisor_pid: Option<i32>,
+    supervisor_start: Option<u64>,
+) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "UPDATE containers SET pid = ?2, pid_start = ?3, supervisor_pid = ?4,
+             supervisor_start = ?5
+         WHERE id = ?1",
+        params![
+            id,
+            pid,
+            pid_start as i64,
+            supervisor_pid,
+            supervisor_start.map(|v| v as i64)
+        ],
+    )?;
+    Ok(n > 0)
+}
+
+/// Marks created container `id` running from `started_ns`, once its
+/// runtime started it. Returns whether it was created.
+pub fn set_container_started(
+    conn: &Connection,
+    id: &str,
+    started_ns: i64,
+) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "UPDATE containers SET status = 'running', started_ns = ?2
+         WHERE id = ?1 AND status = 'created'",
+        params![id, started_ns],
+    )?;
+    Ok(n > 0)
+}
+
 /// Marks container `id` running. Returns whether it exists.
 pub fn set_container_running(
     conn: &Connection,

@@ -25,7 +25,8 @@ mod snapshots;
 
 pub use containers::{
     container_records, delete_container, find_container, insert_container, process_start_time,
-    reconcile, set_container_running, set_container_stopped, ContainerRecord, ContainerStatus,
+    reconcile, set_container_process, set_container_running, set_container_started,
+    set_container_stopped, ContainerRecord, ContainerStatus,
 };
 pub use images::{delete_image, put_content, put_image, ContentRecord, ImageRecord};
 pub use leases::{add_resource, delete_lease, snapshot_lease_kind, Lease};

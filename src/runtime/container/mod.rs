@@ -14,10 +14,11 @@
 //!    mount at `<root>/containers/<id>/rootfs`, the spec in
 //!    `<root>/containers/<id>/config.json`, and the container record
 //!    (status `created`). A failure undoes every step.
-//! 3. [`launch`]: the runtime creates and starts the container; the record
-//!    becomes `running` with the container's pid and the pid of the process
-//!    that waits for it (the foreground `berth-run`, or the supervisor a
-//!    detached run leaves behind).
+//! 3. [`launch`]: the runtime creates the container; the record gets the
+//!    container's pid and the pid of the process that waits for it (the
+//!    foreground `berth-run`, or the supervisor a detached run leaves
+//!    behind). [`start`]: the runtime starts it; the record becomes
+//!    `running`.
 //! 4. [`finish`]: after the container's init is reaped, the record becomes
 //!    `stopped` with the exit code and whether the kernel's OOM killer
 //!    struck; the runtime forgets the container; the root filesystem is
@@ -422,7 +423,6 @@ pub fn launch(ctx: &mut Context, rec: &mut ContainerRecord, io: Io) -> Result<La
         }
     };
     let me = std::process::id() as i32;
-    rec.status = ContainerStatus::Running;
     rec.pid = Some(pid);
     let pid_start = metadata::process_start_time(pid).ok_or_else(|| super::Error::Failed {
         runtime: ctx.runtime.name().to_string(),
@@ -440,18 +440,9 @@ pub fn launch(ctx: &mut Context, rec: &mut ContainerRecord, io: Io) -> Result<La
     rec.pid_start = Some(pid_start);
     rec.supervisor_pid = Some(me);
     rec.supervisor_start = metadata::process_start_time(me);
-    rec.started_ns = Some(metadata::now_ns());
     let r = rec.clone();
     ctx.db.write(|tx| {
-        metadata::set_container_running(
-            tx,
-            &r.id,
-            pid,
-            pid_start,
-            Some(me),
-            r.supervisor_start,
-            r.started_ns.unwrap_or_default(),
-        )
+        metadata::set_container_process(tx, &r.id, pid, pid_start, Some(me), r.supervisor_start)
     })?;
     Ok(Launched { pid, output })
 }
@@ -459,10 +450,19 @@ pub fn launch(ctx: &mut Context, rec: &mut ContainerRecord, io: Io) -> Result<La
 /// Lets a launched container run its command. Separate from [`launch`] so
 /// the caller can block signals in between: the init, already forked, does
 /// not inherit the mask.
-pub fn start(ctx: &Context, rec: &ContainerRecord) -> Result<(), Error> {
+///
+/// The record says `running` only from here on: until the runtime started
+/// the command, a signal to the container must not pass for its end.
+pub fn start(ctx: &mut Context, rec: &mut ContainerRecord) -> Result<(), Error> {
     ctx.runtime.start(&rec.id).inspect_err(|_| {
         let _ = ctx.runtime.delete(&rec.id, true);
     })?;
+    let now = metadata::now_ns();
+    let id = rec.id.clone();
+    ctx.db
+        .write(|tx| metadata::set_container_started(tx, &id, now))?;
+    rec.status = ContainerStatus::Running;
+    rec.started_ns = Some(now);
     Ok(())
 }
 

@@ -123,7 +123,7 @@ pub fn run(
     };
     let signals = match attach::block_signals(attach::FORWARDED)
         .map_err(Error::from)
-        .and_then(|s| start(ctx, &rec).map(|_| s))
+        .and_then(|s| start(ctx, &mut rec).map(|_| s))
     {
         Ok(s) => s,
         Err(e) => {
