@@ -9,6 +9,7 @@ pub mod export;
 pub mod import;
 pub mod kill;
 pub mod logs;
+pub mod ls;
 pub mod progress;
 pub mod pull;
 pub mod push;
@@ -84,6 +85,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-import", import::command()),
         ("berth-kill", kill::command()),
         ("berth-logs", logs::command()),
+        ("berth-ls", ls::command()),
         ("berth-pull", pull::command()),
         ("berth-push", push::command()),
         ("berth-run", run::command()),
