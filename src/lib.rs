@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod plugin;
 pub mod runtime;
 pub mod snapshot;
+pub mod store_check;
 
 mod error;
 mod kind;

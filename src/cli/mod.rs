@@ -9,6 +9,7 @@ pub mod export;
 pub mod import;
 pub mod kill;
 pub mod logs;
+pub mod ls;
 pub mod progress;
 pub mod pull;
 pub mod push;
@@ -85,6 +86,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-import", import::command()),
         ("berth-kill", kill::command()),
         ("berth-logs", logs::command()),
+        ("berth-ls", ls::command()),
         ("berth-pull", pull::command()),
         ("berth-push", push::command()),
         ("berth-rm", rm::command()),

@@ -85,7 +85,8 @@ pub struct ContainerRecord {
     pub log_path: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, image, image_digest, snapshotter, snapshot_key, runtime, spec, \
+pub(super) const COLUMNS: &str =
+    "id, name, image, image_digest, snapshotter, snapshot_key, runtime, spec, \
      command, status, pid, pid_start, supervisor_pid, supervisor_start, exit_code, oom_killed, \
      created_ns, started_ns, finished_ns, labels, auto_remove, cgroup_path, log_path";
 
@@ -100,7 +101,7 @@ fn corrupt(column: usize, what: &str, reason: String) -> rusqlite::Error {
     )
 }
 
-fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
+pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
     let id: String = row.get(0)?;
     let what = format!("container {id}");
     let command: String = row.get(8)?;
@@ -418,7 +419,7 @@ impl Db {
     /// row another process changed since we read it (it recorded the real
     /// exit, or started it again) is not overwritten: it is read back
     /// instead, and a row deleted meanwhile is dropped from `recs`.
-    fn reconcile_all(&mut self, recs: &mut Vec<ContainerRecord>) -> Result<()> {
+    pub(super) fn reconcile_all(&mut self, recs: &mut Vec<ContainerRecord>) -> Result<()> {
         let originals: Vec<ContainerRecord> = recs.clone();
         let changed: Vec<usize> = recs
             .iter_mut()

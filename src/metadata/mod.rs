@@ -20,6 +20,7 @@
 mod containers;
 mod images;
 mod leases;
+mod list;
 mod schema;
 mod snapshots;
 
@@ -125,6 +126,10 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(ctx)?;
         conn.pragma_update(None, "foreign_keys", true)
+            .map_err(ctx)?;
+        // Sorts and temporary indexes in memory: listing 10,000 containers
+        // otherwise spills its ORDER BY to a file under /var/tmp.
+        conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(ctx)?;
         let mut db = Db { conn, path };
         schema::migrate(&mut db)?;
