@@ -85,8 +85,19 @@ pub struct ContainerRecord {
     pub log_path: Option<String>,
 }
 
+/// What every read selects, in [`from_row`]'s order; the spec comes from
+/// its own table (migration 4).
 pub(super) const COLUMNS: &str =
-    "id, name, image, image_digest, snapshotter, snapshot_key, runtime, spec, \
+    "id, name, image, image_digest, snapshotter, snapshot_key, runtime, \
+     (SELECT spec FROM container_specs s WHERE s.id = containers.id), \
+     command, status, pid, pid_start, supervisor_pid, supervisor_start, exit_code, oom_killed, \
+     created_ns, started_ns, finished_ns, labels, auto_remove, cgroup_path, log_path";
+
+/// The spec's place in [`COLUMNS`], which a listing replaces with `''`.
+pub(super) const SPEC_COLUMN: &str =
+    "(SELECT spec FROM container_specs s WHERE s.id = containers.id)";
+
+const INSERT_COLUMNS: &str = "id, name, image, image_digest, snapshotter, snapshot_key, runtime, \
      command, status, pid, pid_start, supervisor_pid, supervisor_start, exit_code, oom_killed, \
      created_ns, started_ns, finished_ns, labels, auto_remove, cgroup_path, log_path";
 
@@ -161,8 +172,8 @@ pub fn insert_container(conn: &Connection, rec: &ContainerRecord) -> rusqlite::R
     let command = serde_json::to_string(&rec.command).unwrap_or_else(|_| "[]".to_owned());
     conn.execute(
         &format!(
-            "INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+            "INSERT INTO containers ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ),
         params![
             rec.id,
@@ -172,7 +183,6 @@ pub fn insert_container(conn: &Connection, rec: &ContainerRecord) -> rusqlite::R
             rec.snapshotter,
             rec.snapshot_key,
             rec.runtime,
-            rec.spec,
             command,
             rec.status.as_str(),
             rec.pid,
@@ -189,6 +199,10 @@ pub fn insert_container(conn: &Connection, rec: &ContainerRecord) -> rusqlite::R
             rec.cgroup_path,
             rec.log_path,
         ],
+    )?;
+    conn.execute(
+        "INSERT INTO container_specs (id, spec) VALUES (?1, ?2)",
+        params![rec.id, rec.spec],
     )?;
     Ok(Ok(()))
 }
@@ -331,6 +345,7 @@ pub fn set_container_stopped(
 
 /// Removes container `id`'s record. Returns whether it existed.
 pub fn delete_container(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.execute("DELETE FROM container_specs WHERE id = ?1", [id])?;
     Ok(conn.execute("DELETE FROM containers WHERE id = ?1", [id])? > 0)
 }
 

@@ -11,7 +11,7 @@ impl Db {
     /// use for each container's `config.json` text, and reading it for
     /// thousands of containers is most of the work.
     pub fn containers_listing(&mut self) -> Result<Vec<ContainerRecord>> {
-        let columns = super::containers::COLUMNS.replace(", spec,", ", '',");
+        let columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
         let mut recs = self.read(|c| {
             let mut stmt = c.prepare(&format!("SELECT {columns} FROM containers"))?;
             let rows = stmt.query_map([], super::containers::from_row)?;
@@ -90,7 +90,9 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].labels["k"], "v");
         assert!(db.leased_all().unwrap().is_empty());
-        assert!(crate::metadata::containers::COLUMNS.contains(", spec,"));
+        assert!(
+            crate::metadata::containers::COLUMNS.contains(crate::metadata::containers::SPEC_COLUMN)
+        );
         assert!(db.containers_listing().unwrap().is_empty());
     }
 }

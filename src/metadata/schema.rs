@@ -95,6 +95,17 @@ const MIGRATIONS: &[&str] = &[
         log_path          TEXT
     );
     "#,
+    // 4: a container's spec (its config.json, kilobytes each) moves to a
+    // table of its own, so reading the containers table for a listing of
+    // thousands does not wade through them.
+    r#"
+    CREATE TABLE container_specs (
+        id   TEXT PRIMARY KEY REFERENCES containers (id) ON DELETE CASCADE,
+        spec TEXT NOT NULL
+    );
+    INSERT INTO container_specs (id, spec) SELECT id, spec FROM containers;
+    ALTER TABLE containers DROP COLUMN spec;
+    "#,
 ];
 
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -189,8 +200,32 @@ mod tests {
                 ))
             })
             .unwrap();
-        assert_eq!((v, images, containers), (3, 1, 0));
-        assert_eq!(VERSION, 3);
+        assert_eq!((v, images, containers), (4, 1, 0));
+        assert_eq!(VERSION, 4);
+    }
+
+    #[test]
+    fn store_at_version_3_keeps_container_specs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.path().join("meta.db")).unwrap();
+            for step in &MIGRATIONS[..3] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO containers (id, name, image, snapshotter, snapshot_key, runtime,
+                     spec, status, created_ns)
+                 VALUES ('c1', 'one', 'img', 'overlayfs', 'container-c1', 'berth',
+                     '{\"ociVersion\":\"1.0.2\"}', 'stopped', 7)",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        let c = db.container("one").unwrap();
+        assert_eq!(c.spec, "{\"ociVersion\":\"1.0.2\"}");
+        assert_eq!(c.created_ns, 7);
     }
 
     #[test]
