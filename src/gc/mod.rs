@@ -171,6 +171,14 @@ pub struct Marks {
     pub snapshots: HashMap<Node, SnapshotRecord>,
 }
 
+/// Labels of a row: unreadable ones are an error, never "no labels", since
+/// a missing reference would let the sweep free what the row points at.
+fn parse_labels(what: &str, text: &str) -> rusqlite::Result<Labels> {
+    metadata::labels_from_json(what, text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 /// Marks everything reachable, reading through `conn` (a transaction's
 /// connection for a consistent view).
 pub fn mark(conn: &Connection) -> rusqlite::Result<Marks> {
@@ -187,7 +195,7 @@ pub fn mark(conn: &Connection) -> rusqlite::Result<Marks> {
         })?;
         for row in rows {
             let (digest, size, labels) = row?;
-            let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+            let labels = parse_labels(&digest, &labels)?;
             m.known.insert(Node::content(&digest), Some(size as u64));
             content_labels.insert(digest, labels);
         }
@@ -214,7 +222,7 @@ pub fn mark(conn: &Connection) -> rusqlite::Result<Marks> {
             let (name, digest, labels) = row?;
             let why = format!("image {name}");
             queue.push_back((Node::content(&digest), why.clone()));
-            let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+            let labels = parse_labels(&name, &labels)?;
             for (k, v) in &labels {
                 let sn = k
                     .strip_prefix(UNPACKED_PREFIX)
@@ -690,7 +698,7 @@ pub fn referenced_by(db: &Db, node: &Node) -> Result<Option<String>, Error> {
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             for row in rows {
                 let (d, labels) = row?;
-                let labels: Labels = serde_json::from_str(&labels).unwrap_or_default();
+                let labels = parse_labels(&d, &labels)?;
                 if labels
                     .iter()
                     .any(|(k, v)| k.starts_with(CONTENT_REF_PREFIX) && v == digest)
@@ -826,5 +834,27 @@ mod tests {
             remove_content(root, &layer).unwrap(),
             Err("image x:1".to_string())
         );
+    }
+}
+
+#[cfg(test)]
+mod corrupt_labels {
+    use super::*;
+
+    /// A content row whose labels cannot be read stops the mark: treating
+    /// them as empty would let the sweep free the blobs they name.
+    #[test]
+    fn unreadable_labels_stop_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = metadata::Db::open(dir.path()).unwrap();
+        db.write(|c| {
+            c.execute(
+                "INSERT INTO content (digest, size, labels, created_ns, updated_ns) VALUES ('sha256:aa', 1, '{not json', 0, 0)",
+                [],
+            )
+        })
+        .unwrap();
+        let err = db.read(mark).map(|_| ()).unwrap_err();
+        assert!(err.to_string().contains("labels"), "{err}");
     }
 }
