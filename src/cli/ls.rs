@@ -6,6 +6,7 @@
 //! row. Snapshot sizes of active snapshots and views are measured only with
 //! `--size`: committed snapshots carry the usage measured at commit.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 
@@ -168,9 +169,9 @@ struct ContainerRow {
     #[serde(rename = "OOMKilled")]
     oom_killed: bool,
     created: String,
-    created_at: String,
-    started_at: Option<String>,
-    finished_at: Option<String>,
+    created_at: Time,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
     labels: Labels,
     snapshotter: String,
     snapshot: String,
@@ -189,7 +190,7 @@ struct ImageRow {
     unpacked: Vec<String>,
     labels: Labels,
     created: String,
-    created_at: String,
+    created_at: Time,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,7 +204,7 @@ struct SnapshotRow {
     snapshotter: String,
     labels: Labels,
     created: String,
-    created_at: String,
+    created_at: Time,
 }
 
 #[derive(Debug, Serialize)]
@@ -305,7 +306,26 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
     let trunc = !args.no_trunc;
     match kind {
         Kind::Containers => {
-            let rows = containers(&mut db, &filters, trunc)?;
+            // A table and ids show a few fields; json and templates all.
+            let full = !args.quiet && !matches!(output, Output::Table);
+            let recs = containers(&mut db, &filters, full)?;
+            if args.quiet {
+                // Ids alone need none of the row's formatting.
+                let ids = recs.iter().map(|c| {
+                    let id = c.id.as_str();
+                    if trunc {
+                        &id[..id.len().min(12)]
+                    } else {
+                        id
+                    }
+                });
+                return write_lines(out, ids);
+            }
+            let now = crate::metadata::now_ns();
+            let rows: Vec<ContainerRow> = recs
+                .into_iter()
+                .map(|c| container_row(c, now, trunc))
+                .collect();
             emit(
                 out,
                 &output,
@@ -321,15 +341,15 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                 ],
                 |r| {
                     vec![
-                        r.id.clone(),
-                        r.name.clone(),
-                        r.image.clone(),
-                        r.command.clone(),
-                        r.status.clone(),
-                        r.created.clone(),
+                        Cow::from(&r.id),
+                        Cow::from(&r.name),
+                        Cow::from(&r.image),
+                        Cow::from(&r.command),
+                        Cow::from(&r.status),
+                        Cow::from(&r.created),
                     ]
                 },
-                |r| r.id.clone(),
+                |r| &r.id,
             )
         }
         Kind::Images => {
@@ -343,18 +363,18 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                 &["NAME", "DIGEST", "PLATFORM(S)", "SIZE", "UNPACKED"],
                 |r| {
                     vec![
-                        r.name.clone(),
+                        Cow::from(&r.name),
                         if trunc {
-                            short_digest(&r.digest)
+                            Cow::from(short_digest(&r.digest))
                         } else {
-                            r.digest.clone()
+                            Cow::from(&r.digest)
                         },
-                        join_or_dash(&r.platforms),
-                        r.size.map(human_size).unwrap_or_else(|| "-".into()),
-                        join_or_dash(&r.unpacked),
+                        Cow::from(join_or_dash(&r.platforms)),
+                        r.size.map_or(Cow::from("-"), |s| human_size(s).into()),
+                        Cow::from(join_or_dash(&r.unpacked)),
                     ]
                 },
-                |r| r.name.clone(),
+                |r| &r.name,
             )
         }
         Kind::Snapshots => {
@@ -377,14 +397,14 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                 &["KEY", "PARENT", "KIND", "SIZE", "SNAPSHOTTER"],
                 |r| {
                     vec![
-                        r.key.clone(),
-                        r.parent.clone().unwrap_or_default(),
-                        r.kind.to_string(),
-                        r.size.map(human_size).unwrap_or_else(|| "-".into()),
-                        r.snapshotter.clone(),
+                        Cow::from(&r.key),
+                        Cow::from(r.parent.as_deref().unwrap_or_default()),
+                        Cow::from(r.kind.to_string()),
+                        r.size.map_or(Cow::from("-"), |s| human_size(s).into()),
+                        Cow::from(&r.snapshotter),
                     ]
                 },
-                |r| r.key.clone(),
+                |r| &r.key,
             )
         }
         Kind::Content => {
@@ -399,16 +419,16 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                     let labels = labels_text(&r.labels);
                     vec![
                         if trunc {
-                            short_digest(&r.digest)
+                            Cow::from(short_digest(&r.digest))
                         } else {
-                            r.digest.clone()
+                            Cow::from(&r.digest)
                         },
-                        human_size(r.size),
-                        r.media_type.clone().unwrap_or_else(|| "-".into()),
-                        if trunc { truncate(&labels, 40) } else { labels },
+                        Cow::from(human_size(r.size)),
+                        Cow::from(r.media_type.as_deref().unwrap_or("-")),
+                        Cow::from(if trunc { truncate(labels, 40) } else { labels }),
                     ]
                 },
-                |r| r.digest.clone(),
+                |r| &r.digest,
             )
         }
     }
@@ -421,18 +441,12 @@ fn emit<T: Serialize>(
     quiet: bool,
     rows: &[T],
     headers: &[&str],
-    cells: impl Fn(&T) -> Vec<String>,
-    id: impl Fn(&T) -> String,
+    cells: impl for<'a> Fn(&'a T) -> Vec<Cow<'a, str>>,
+    id: impl Fn(&T) -> &str,
 ) -> Result<i32, Error> {
     let io = |e: std::io::Error| Error::Usage(format!("writing output: {e}"));
     if quiet {
-        let mut text = String::new();
-        for r in rows {
-            text.push_str(&id(r));
-            text.push('\n');
-        }
-        out.write_all(text.as_bytes()).map_err(io)?;
-        return Ok(exit::SUCCESS);
+        return write_lines(out, rows.iter().map(id));
     }
     match output {
         Output::Json => {
@@ -451,7 +465,7 @@ fn emit<T: Serialize>(
             out.write_all(text.as_bytes()).map_err(io)?;
         }
         Output::Table => {
-            let table: Vec<Vec<String>> = rows.iter().map(&cells).collect();
+            let table: Vec<Vec<Cow<str>>> = rows.iter().map(&cells).collect();
             out.write_all(render_table(headers, &table).as_bytes())
                 .map_err(io)?;
         }
@@ -459,15 +473,30 @@ fn emit<T: Serialize>(
     Ok(exit::SUCCESS)
 }
 
+fn write_lines<'a>(
+    out: &mut impl Write,
+    lines: impl Iterator<Item = &'a str>,
+) -> Result<i32, Error> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::Usage(format!("writing output: {e}")))?;
+    Ok(exit::SUCCESS)
+}
+
 /// Columns padded to their widest cell, three spaces apart, as docker's.
-fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+fn render_table<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.as_ref().chars().count());
         }
     }
-    let mut text = String::new();
+    let line: usize = widths.iter().map(|w| w + 3).sum();
+    let mut text = String::with_capacity(line * (rows.len() + 1));
     push_line(&mut text, &widths, headers);
     for row in rows {
         push_line(&mut text, &widths, row);
@@ -481,8 +510,13 @@ fn push_line<S: AsRef<str>>(text: &mut String, widths: &[usize], cells: &[S]) {
         let cell = cell.as_ref();
         text.push_str(cell);
         if i + 1 < cells.len() {
-            let pad = widths[i].saturating_sub(cell.chars().count()) + 3;
-            text.extend(std::iter::repeat_n(' ', pad));
+            let mut pad = widths[i].saturating_sub(cell.chars().count()) + 3;
+            const SPACES: &str = "                                ";
+            while pad > 0 {
+                let n = pad.min(SPACES.len());
+                text.push_str(&SPACES[..n]);
+                pad -= n;
+            }
         }
     }
     let trimmed = text[start..].trim_end().len();
@@ -617,25 +651,20 @@ fn image_matches(have: &str, want: &str) -> bool {
 
 // ------------------------------------------------------------- containers
 
-fn containers(db: &mut Db, filters: &Filters, trunc: bool) -> Result<Vec<ContainerRow>, Error> {
-    let now = crate::metadata::now_ns();
-    let recs = db.containers_listing()?;
-    let mut rows: Vec<ContainerRow> = recs
-        .into_iter()
-        .filter(|c| {
-            filters.pass(|f| match f {
-                Filter::Label(k, v) => label_matches(&c.labels, k, v),
-                Filter::Status(s) => c.status == *s,
-                Filter::Name(n) => c.name.contains(n.as_str()),
-                Filter::Image(i) => image_matches(&c.image, i),
-                Filter::Dangling(_) => false,
-            })
+/// The containers that pass `filters`, newest first as docker ps.
+fn containers(db: &mut Db, filters: &Filters, full: bool) -> Result<Vec<ContainerRecord>, Error> {
+    let mut recs = db.containers_listing(full || filters.groups.contains_key("label"))?;
+    recs.retain(|c| {
+        filters.pass(|f| match f {
+            Filter::Label(k, v) => label_matches(&c.labels, k, v),
+            Filter::Status(s) => c.status == *s,
+            Filter::Name(n) => c.name.contains(n.as_str()),
+            Filter::Image(i) => image_matches(&c.image, i),
+            Filter::Dangling(_) => false,
         })
-        .map(|c| container_row(c, now, trunc))
-        .collect();
-    // Newest first, as docker ps.
-    rows.reverse();
-    Ok(rows)
+    });
+    recs.reverse();
+    Ok(recs)
 }
 
 fn container_row(c: ContainerRecord, now: i64, trunc: bool) -> ContainerRow {
@@ -648,7 +677,7 @@ fn container_row(c: ContainerRecord, now: i64, trunc: bool) -> ContainerRow {
             c.id
         },
         command: if trunc {
-            truncate(&command, 20)
+            truncate(command, 20)
         } else {
             command
         },
@@ -657,9 +686,9 @@ fn container_row(c: ContainerRecord, now: i64, trunc: bool) -> ContainerRow {
         exit_code: c.exit_code,
         oom_killed: c.oom_killed,
         created: ago(now, c.created_ns),
-        created_at: timestamp(c.created_ns),
-        started_at: c.started_ns.map(timestamp),
-        finished_at: c.finished_ns.map(timestamp),
+        created_at: Time(c.created_ns),
+        started_at: c.started_ns.map(Time),
+        finished_at: c.finished_ns.map(Time),
         name: c.name,
         image: c.image,
         image_digest: c.image_digest,
@@ -675,40 +704,57 @@ fn container_row(c: ContainerRecord, now: i64, trunc: bool) -> ContainerRow {
 
 /// `Created`, `Up 5 minutes`, `Exited (137) 2 minutes ago (OOM)`.
 fn container_status(c: &ContainerRecord, now: i64) -> String {
-    match c.status {
-        ContainerStatus::Created => "Created".into(),
-        ContainerStatus::Running => format!(
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(40);
+    // Writing into a String cannot fail.
+    let _ = match c.status {
+        ContainerStatus::Created => write!(text, "Created"),
+        ContainerStatus::Running => write!(
+            text,
             "Up {}",
-            human_duration(now - c.started_ns.unwrap_or(c.created_ns))
+            HumanDuration(now - c.started_ns.unwrap_or(c.created_ns))
         ),
         ContainerStatus::Stopped => {
-            let code = c
-                .exit_code
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "unknown".into());
             let when = c.finished_ns.or(c.started_ns).unwrap_or(c.created_ns);
             let oom = if c.oom_killed { " (OOM)" } else { "" };
-            format!("Exited ({code}) {}{oom}", ago(now, when))
+            match c.exit_code {
+                Some(code) => write!(
+                    text,
+                    "Exited ({code}) {} ago{oom}",
+                    HumanDuration(now - when)
+                ),
+                None => write!(
+                    text,
+                    "Exited (unknown) {} ago{oom}",
+                    HumanDuration(now - when)
+                ),
+            }
         }
-    }
+    };
+    text
 }
 
 /// The command as one double-quoted string, docker's way.
 fn quote_command(args: &[String]) -> String {
-    let words: Vec<String> = args
-        .iter()
-        .map(|a| {
-            if a.is_empty()
-                || a.chars()
-                    .any(|ch| ch.is_whitespace() || "'\"\\$`".contains(ch))
-            {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
-    format!("\"{}\"", words.join(" "))
+    let mut text = String::with_capacity(2 + args.iter().map(|a| a.len() + 1).sum::<usize>());
+    text.push('"');
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        if a.is_empty()
+            || a.chars()
+                .any(|ch| ch.is_whitespace() || "'\"\\$`".contains(ch))
+        {
+            text.push('\'');
+            text.push_str(&a.replace('\'', "'\\''"));
+            text.push('\'');
+        } else {
+            text.push_str(a);
+        }
+    }
+    text.push('"');
+    text
 }
 
 // ----------------------------------------------------------------- images
@@ -746,7 +792,7 @@ fn images(db: &Db, store: &content::Store, filters: &Filters) -> Result<Vec<Imag
             .collect();
         rows.push(ImageRow {
             created: ago(now, img.created_ns),
-            created_at: timestamp(img.created_ns),
+            created_at: Time(img.created_ns),
             name: img.name,
             digest: img.digest.to_string(),
             media_type: img.media_type,
@@ -900,7 +946,7 @@ fn snapshots(
             };
             rows.push(SnapshotRow {
                 created: ago(now, rec.created_ns),
-                created_at: timestamp(rec.created_ns),
+                created_at: Time(rec.created_ns),
                 key: rec.key,
                 parent: rec.parent,
                 kind: rec.kind.as_str(),
@@ -1086,9 +1132,10 @@ fn labels_text(labels: &Labels) -> String {
 }
 
 /// `text` cut to `max` characters, the last being `…`.
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
+fn truncate(text: String, max: usize) -> String {
+    // Byte length bounds the character count: most cells need no count.
+    if text.len() <= max || text.chars().count() <= max {
+        return text;
     }
     let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
     t.push('…');
@@ -1117,50 +1164,87 @@ fn human_size(bytes: u64) -> String {
 
 /// `3 minutes ago`.
 fn ago(now_ns: i64, then_ns: i64) -> String {
-    format!("{} ago", human_duration(now_ns - then_ns))
+    format!("{} ago", HumanDuration(now_ns - then_ns))
 }
 
-/// Docker's human durations: `Less than a second`, `5 seconds`, `About a
-/// minute`, `3 minutes`, `About an hour`, `5 hours`, `2 days`, …
-fn human_duration(ns: i64) -> String {
-    let secs = (ns.max(0) / 1_000_000_000) as u64;
-    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
-    if secs < 1 {
-        "Less than a second".into()
-    } else if secs == 1 {
-        "1 second".into()
-    } else if secs < 60 {
-        format!("{secs} seconds")
-    } else if m == 1 {
-        "About a minute".into()
-    } else if m < 60 {
-        format!("{m} minutes")
-    } else if h == 1 {
-        "About an hour".into()
-    } else if h < 48 {
-        format!("{h} hours")
-    } else if d < 14 {
-        format!("{d} days")
-    } else if d < 7 * 8 {
-        format!("{} weeks", d / 7)
-    } else if d < 365 * 2 {
-        format!("{} months", d / 30)
-    } else {
-        format!("{} years", d / 365)
+/// Docker's human durations, written straight into their destination (a
+/// listing writes one per row): `Less than a second`, `5 seconds`, `About
+/// a minute`, `3 minutes`, `About an hour`, `5 hours`, `2 days`, …
+struct HumanDuration(i64);
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = (self.0.max(0) / 1_000_000_000) as u64;
+        let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+        if secs < 1 {
+            f.write_str("Less than a second")
+        } else if secs == 1 {
+            f.write_str("1 second")
+        } else if secs < 60 {
+            write!(f, "{secs} seconds")
+        } else if m == 1 {
+            f.write_str("About a minute")
+        } else if m < 60 {
+            write!(f, "{m} minutes")
+        } else if h == 1 {
+            f.write_str("About an hour")
+        } else if h < 48 {
+            write!(f, "{h} hours")
+        } else if d < 14 {
+            write!(f, "{d} days")
+        } else if d < 7 * 8 {
+            write!(f, "{} weeks", d / 7)
+        } else if d < 365 * 2 {
+            write!(f, "{} months", d / 30)
+        } else {
+            write!(f, "{} years", d / 365)
+        }
     }
 }
 
-/// RFC 3339 UTC timestamp of nanoseconds since the epoch.
-fn timestamp(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let (year, month, day) = crate::runtime::container::logs::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// A time as nanoseconds since the epoch, shown (and serialized) in
+/// RFC 3339 UTC; kept as a number until then because a listing of many
+/// rows may never show it.
+#[derive(Debug, Clone, Copy)]
+struct Time(i64);
+
+impl Time {
+    /// `YYYY-MM-DDTHH:MM:SSZ` in ASCII, without the formatting machinery:
+    /// a JSON listing writes three per row.
+    fn text(self) -> [u8; 20] {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+        let (year, month, day) = crate::runtime::container::logs::civil_from_days(days);
+        let mut b = *b"0000-00-00T00:00:00Z";
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year.clamp(0, 9999));
+        put(5, 2, month.into());
+        put(8, 2, day.into());
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        b
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.text();
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.text();
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
 }
 
 #[cfg(test)]
@@ -1239,7 +1323,7 @@ mod tests {
                 unpacked: vec![],
                 labels: Labels::new(),
                 created: String::new(),
-                created_at: String::new(),
+                created_at: Time(0),
             })
             .unwrap(),
             IMAGE_FIELDS,
@@ -1254,7 +1338,7 @@ mod tests {
                 snapshotter: String::new(),
                 labels: Labels::new(),
                 created: String::new(),
-                created_at: String::new(),
+                created_at: Time(0),
             })
             .unwrap(),
             SNAPSHOT_FIELDS,
@@ -1276,12 +1360,16 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(4_260_000), "4.26MB");
         assert_eq!(human_size(12_345), "12.3kB");
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(5_000_000_000), "5 seconds");
-        assert_eq!(human_duration(300_000_000_000), "5 minutes");
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(HumanDuration(0).to_string(), "Less than a second");
+        assert_eq!(HumanDuration(5_000_000_000).to_string(), "5 seconds");
+        assert_eq!(HumanDuration(300_000_000_000).to_string(), "5 minutes");
+        assert_eq!(Time(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Time(1_700_000_000_000_000_000).to_string(),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(truncate("abcdef".into(), 4), "abc…");
+        assert_eq!(truncate("abcé".into(), 4), "abcé");
         assert_eq!(
             short_digest(&format!("sha256:{}", "a".repeat(64))).len(),
             19

@@ -114,15 +114,17 @@ fn corrupt(column: usize, what: &str, reason: String) -> rusqlite::Error {
 
 pub(super) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRecord> {
     let id: String = row.get(0)?;
-    let what = format!("container {id}");
-    let command: String = row.get(8)?;
-    let command: Vec<String> =
-        serde_json::from_str(&command).map_err(|e| corrupt(8, &what, format!("command: {e}")))?;
-    let status: String = row.get(9)?;
-    let status = ContainerStatus::parse(&status)
-        .ok_or_else(|| corrupt(9, &what, format!("unknown status {status:?}")))?;
-    let labels: String = row.get(19)?;
-    let labels = labels_from_json(&what, &labels).map_err(|e| corrupt(19, &what, e.to_string()))?;
+    let what = || format!("container {id}");
+    let command: Vec<String> = serde_json::from_str(row.get_ref(8)?.as_str()?)
+        .map_err(|e| corrupt(8, &what(), format!("command: {e}")))?;
+    let status = row.get_ref(9)?.as_str()?;
+    let status = ContainerStatus::parse(status)
+        .ok_or_else(|| corrupt(9, &what(), format!("unknown status {status:?}")))?;
+    let labels = match row.get_ref(19)?.as_str()? {
+        // Most containers have none; skip the parser for them.
+        "{}" => Labels::new(),
+        text => labels_from_json(&what(), text).map_err(|e| corrupt(19, &what(), e.to_string()))?,
+    };
     Ok(ContainerRecord {
         name: row.get(1)?,
         image: row.get(2)?,
@@ -397,6 +399,28 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     fields.nth(22 - 4)?.parse().ok()
 }
 
+/// The fields a reconciled record's update is guarded on: the record
+/// changes only if nobody else changed it since it was read.
+struct Watched {
+    status: ContainerStatus,
+    pid: Option<i32>,
+    pid_start: Option<u64>,
+    supervisor_pid: Option<i32>,
+    supervisor_start: Option<u64>,
+}
+
+impl Watched {
+    fn of(rec: &ContainerRecord) -> Watched {
+        Watched {
+            status: rec.status,
+            pid: rec.pid,
+            pid_start: rec.pid_start,
+            supervisor_pid: rec.supervisor_pid,
+            supervisor_start: rec.supervisor_start,
+        }
+    }
+}
+
 fn alive(pid: i32, start: u64) -> bool {
     process_start_time(pid) == Some(start)
 }
@@ -435,18 +459,20 @@ impl Db {
     /// exit, or started it again) is not overwritten: it is read back
     /// instead, and a row deleted meanwhile is dropped from `recs`.
     pub(super) fn reconcile_all(&mut self, recs: &mut Vec<ContainerRecord>) -> Result<()> {
-        let originals: Vec<ContainerRecord> = recs.clone();
-        let changed: Vec<usize> = recs
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, rec)| reconcile(rec, alive).then_some(i))
-            .collect();
+        // What each changed record said before, for the guarded update.
+        let mut changed: Vec<(usize, Watched)> = Vec::new();
+        for (i, rec) in recs.iter_mut().enumerate() {
+            let before = Watched::of(rec);
+            if reconcile(rec, alive) {
+                changed.push((i, before));
+            }
+        }
         if changed.is_empty() {
             return Ok(());
         }
         // A container whose waiter died would run on unseen, shown stopped,
         // with nobody to record its end or release it: end it now.
-        for &i in &changed {
+        for &(i, _) in &changed {
             if let (Some(pid), Some(start)) = (recs[i].pid, recs[i].pid_start) {
                 if alive(pid, start) {
                     let _ = nix::sys::signal::kill(
@@ -458,15 +484,15 @@ impl Db {
         }
         let updates = self.write(|tx| {
             let mut updates = Vec::new();
-            for &i in &changed {
-                let (old, new) = (&originals[i], &recs[i]);
+            for (i, old) in &changed {
+                let new = &recs[*i];
                 let n = tx.execute(
                     "UPDATE containers SET status = 'stopped', exit_code = NULL,
                          finished_ns = ?2
                      WHERE id = ?1 AND status = ?3 AND pid IS ?4 AND pid_start IS ?5
                          AND supervisor_pid IS ?6 AND supervisor_start IS ?7",
                     params![
-                        old.id,
+                        new.id,
                         new.finished_ns,
                         old.status.as_str(),
                         old.pid,
@@ -479,11 +505,11 @@ impl Db {
                     let now = tx
                         .query_row(
                             &format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"),
-                            [&old.id],
+                            [&new.id],
                             from_row,
                         )
                         .optional()?;
-                    updates.push((i, now));
+                    updates.push((*i, now));
                 }
             }
             Ok(updates)

@@ -5,13 +5,45 @@ use super::{labels_from_json, Db, Error, Result};
 use super::{ContainerRecord, ContentRecord, Labels};
 use crate::content::Digest;
 
+/// `columns` (a comma-separated select list) with the plain column
+/// `name` replaced by the expression `with`.
+fn replace_column(columns: &str, name: &str, with: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| {
+            if c.trim() == name {
+                format!(" {with}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Db {
     /// Every container, reconciled like [`Db::containers_reconciled`],
     /// oldest first, but without the spec (left empty): a listing has no
     /// use for each container's `config.json` text, and reading it for
-    /// thousands of containers is most of the work.
-    pub fn containers_listing(&mut self) -> Result<Vec<ContainerRecord>> {
-        let columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
+    /// thousands of containers is most of the work. Unless `full`, the
+    /// fields a table does not show are left empty too (image digest,
+    /// snapshotter, snapshot key, runtime, labels, cgroup and log paths):
+    /// every string read is an allocation, and a listing reads many.
+    pub fn containers_listing(&mut self, full: bool) -> Result<Vec<ContainerRecord>> {
+        let mut columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
+        if !full {
+            for (column, empty) in [
+                ("image_digest", "NULL"),
+                ("snapshotter", "''"),
+                ("snapshot_key", "''"),
+                ("runtime", "''"),
+                ("labels", "'{}'"),
+                ("cgroup_path", "NULL"),
+                ("log_path", "NULL"),
+            ] {
+                columns = replace_column(&columns, column, empty);
+            }
+        }
         let mut recs = self.read(|c| {
             let mut stmt = c.prepare(&format!("SELECT {columns} FROM containers"))?;
             let rows = stmt.query_map([], super::containers::from_row)?;
@@ -74,6 +106,26 @@ mod tests {
     use crate::metadata::put_content;
 
     #[test]
+    fn lean_listing_leaves_out_only_what_it_names() {
+        let lean = replace_column("id, labels, (SELECT x FROM t), log_path", "labels", "'{}'");
+        assert_eq!(lean, "id, '{}', (SELECT x FROM t), log_path");
+        let mut all = crate::metadata::containers::COLUMNS.to_string();
+        for c in [
+            "image_digest",
+            "snapshotter",
+            "snapshot_key",
+            "runtime",
+            "labels",
+            "cgroup_path",
+            "log_path",
+        ] {
+            let next = replace_column(&all, c, "NULL");
+            assert_ne!(next, all, "{c} is not a column of the listing");
+            all = next;
+        }
+    }
+
+    #[test]
     fn contents_lists_every_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(dir.path()).unwrap();
@@ -93,6 +145,7 @@ mod tests {
         assert!(
             crate::metadata::containers::COLUMNS.contains(crate::metadata::containers::SPEC_COLUMN)
         );
-        assert!(db.containers_listing().unwrap().is_empty());
+        assert!(db.containers_listing(true).unwrap().is_empty());
+        assert!(db.containers_listing(false).unwrap().is_empty());
     }
 }

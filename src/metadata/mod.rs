@@ -91,6 +91,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Long enough that a queue of writers from many processes drains before
 /// anyone gives up; each transaction is milliseconds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Address space for mapping the database file; pages past it are read
+/// the ordinary way.
+const MMAP_SIZE: i64 = 1 << 30;
 
 /// An open connection to `<root>/meta.db`.
 pub struct Db {
@@ -130,6 +133,11 @@ impl Db {
         // Sorts and temporary indexes in memory: listing 10,000 containers
         // otherwise spills its ORDER BY to a file under /var/tmp.
         conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(ctx)?;
+        // Reads straight from the mapped file instead of copying each page
+        // into a private cache: a listing of 10,000 containers otherwise
+        // spends a third of its time filling and freeing that cache.
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE)
             .map_err(ctx)?;
         let mut db = Db { conn, path };
         schema::migrate(&mut db)?;
