@@ -281,7 +281,16 @@ fn prune_frees_stopped_containers_and_force_removes_a_running_one() {
     for name in ["p1", "p2"] {
         let out = env.run(
             "berth",
-            &["--name", name, &env.image, "sh", "-c", "echo x > /f"],
+            &[
+                "--name",
+                name,
+                &env.image,
+                "dd",
+                "if=/dev/zero",
+                "of=/f",
+                "bs=1024",
+                "count=1024",
+            ],
         );
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
@@ -301,11 +310,40 @@ fn prune_frees_stopped_containers_and_force_removes_a_running_one() {
     let running = env.container("busy");
     assert_eq!(running.status, ContainerStatus::Running);
 
-    let out = env.cmd("berth-rm", &["--prune"]).output().unwrap();
+    // A dry run tells what the prune frees, the writable snapshots and
+    // their megabyte each included, and removes nothing.
+    let keys_now = snapshot_keys(root);
+    let dry = ok(
+        root,
+        "berth-rm",
+        &["--prune", "--dry-run", "--format", "json"],
+    );
+    let dry: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(snapshot_keys(root), keys_now);
+    let out = env
+        .cmd("berth-rm", &["--prune", "--format", "json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: BTreeSet<String> = stdout(&out).lines().map(str::to_string).collect();
+    let real: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = |v: &Value| -> BTreeSet<String> {
+        v["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_string())
+            .collect()
+    };
     let want: BTreeSet<String> = stopped.iter().map(|c| c.id.clone()).collect();
-    assert_eq!(lines, want);
+    assert_eq!(ids(&real), want, "{real}");
+    assert_eq!(ids(&dry), want, "{dry}");
+    let freed = gc_removed(&real);
+    for c in &stopped {
+        let size = freed[&("snapshot".to_string(), c.snapshot_key.clone())];
+        assert!(size >= 1 << 20, "{} frees {size} bytes", c.snapshot_key);
+    }
+    assert_eq!(gc_removed(&dry), freed);
+    assert_eq!(dry["gc"]["freed_bytes"], real["gc"]["freed_bytes"]);
     let keys = snapshot_keys(root);
     for c in &stopped {
         assert!(!keys.contains(&c.snapshot_key), "{} kept", c.snapshot_key);

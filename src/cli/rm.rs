@@ -153,15 +153,21 @@ pub fn main() -> i32 {
         });
     };
     let mut pretend = Pretend::default();
+    // Writable snapshots that went with their containers: the collector
+    // never sees them, but they are what a prune frees most of.
+    let mut freed = Vec::new();
     let mut run_gc = args.prune;
     for id in ids {
         let result = match kind {
-            ObjectKind::Container => remove_container(&root, &mut db, id, args.force, args.dry_run)
-                .map(|rec| {
-                    pretend.containers.push(rec.id.clone());
-                    run_gc = true;
-                    rec.id
-                }),
+            ObjectKind::Container => {
+                remove_container(&root, &mut db, id, args.force, args.dry_run, &mut freed).map(
+                    |rec| {
+                        pretend.containers.push(rec.id.clone());
+                        run_gc = true;
+                        rec.id
+                    },
+                )
+            }
             ObjectKind::Image => remove_image(&mut db, id, args.dry_run).inspect(|name| {
                 pretend.images.push(name.clone());
                 run_gc = true;
@@ -177,7 +183,7 @@ pub fn main() -> i32 {
         }
     }
     if args.prune {
-        match prune_containers(&root, &mut db, args.dry_run) {
+        match prune_containers(&root, &mut db, args.dry_run, &mut freed) {
             Ok(ids) => {
                 for id in ids {
                     pretend.containers.push(id.clone());
@@ -192,7 +198,15 @@ pub fn main() -> i32 {
     }
     if run_gc {
         match gc::collect(&root, args.dry_run, &pretend) {
-            Ok(report) => out.gc = Some(report),
+            Ok(mut report) => {
+                // A dry run's collector already counts them (it pretends
+                // the containers are gone).
+                for f in freed {
+                    report.freed_bytes += f.size;
+                    report.removed.push(f);
+                }
+                out.gc = Some(report)
+            }
             Err(e) => fail(&mut out, "garbage collection", e.into()),
         }
     }
@@ -265,6 +279,7 @@ fn remove_container(
     query: &str,
     force: bool,
     dry_run: bool,
+    freed: &mut Vec<gc::Freed>,
 ) -> Result<ContainerRecord, Error> {
     let rec = db.container_reconciled(query)?;
     if rec.status == ContainerStatus::Running {
@@ -316,18 +331,30 @@ fn remove_container(
         Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    let size = ctx.snapshotter.usage(&rec.snapshot_key).map(|u| u.size);
     container::discard(&mut ctx, &rec)?;
+    if let Ok(size) = size {
+        freed.push(gc::Freed {
+            node: Node::snapshot(&rec.snapshotter, &rec.snapshot_key),
+            size,
+        });
+    }
     Ok(rec)
 }
 
 /// Stopped containers, removed (or, in a dry run, listed).
-fn prune_containers(root: &Path, db: &mut Db, dry_run: bool) -> Result<Vec<String>, Error> {
+fn prune_containers(
+    root: &Path,
+    db: &mut Db,
+    dry_run: bool,
+    freed: &mut Vec<gc::Freed>,
+) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for rec in db.containers_reconciled()? {
         if rec.status != ContainerStatus::Stopped {
             continue;
         }
-        match remove_container(root, db, &rec.id, false, dry_run) {
+        match remove_container(root, db, &rec.id, false, dry_run, freed) {
             Ok(rec) => out.push(rec.id),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => return Err(e),

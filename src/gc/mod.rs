@@ -41,6 +41,7 @@
 //! Test knob: `BERTH_GC_PAUSE_MS` makes the sweep sleep that many
 //! milliseconds before each deletion, so a test can kill it midway.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -307,6 +308,43 @@ pub fn mark(conn: &Connection) -> rusqlite::Result<Marks> {
     Ok(m)
 }
 
+/// The last mark made on each snapshotter's connection, with that
+/// connection's `data_version` then. While no other connection has
+/// committed since, the store has only lost records (the sweep's own), so
+/// that mark still reaches everything reachable: re-marking the whole
+/// store for each of thousands of snapshots would make a prune quadratic.
+/// Asked inside the write transaction that deletes, where nobody else can
+/// commit.
+#[derive(Default)]
+struct FreshMarks {
+    by_connection: RefCell<HashMap<String, (i64, Marks)>>,
+    marks_made: std::cell::Cell<usize>,
+}
+
+impl FreshMarks {
+    /// Why `node` is reachable, as seen on `conn` (the connection of the
+    /// snapshotter `name`), or `None`.
+    fn reaches(
+        &self,
+        name: &str,
+        conn: &Connection,
+        node: &Node,
+    ) -> rusqlite::Result<Option<String>> {
+        let version: i64 = conn.pragma_query_value(None, "data_version", |r| r.get(0))?;
+        let mut cache = self.by_connection.borrow_mut();
+        if let Some((v, m)) = cache.get(name) {
+            if *v == version {
+                return Ok(m.reached.get(node).cloned());
+            }
+        }
+        let m = mark(conn)?;
+        self.marks_made.set(self.marks_made.get() + 1);
+        let why = m.reached.get(node).cloned();
+        cache.insert(name.to_string(), (version, m));
+        Ok(why)
+    }
+}
+
 /// Digests of the blob files under `<root>/content/blobs/sha256`, with
 /// their sizes.
 fn blob_files(root: &Path) -> Result<BTreeMap<String, u64>, Error> {
@@ -510,6 +548,7 @@ pub fn collect(root: &Path, dry_run: bool, pretend: &Pretend) -> Result<Report, 
         .map(|(n, s)| (depth(&marks, n), n.clone(), *s))
         .collect();
     snaps.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let fresh = FreshMarks::default();
     for (_, node, size) in snaps {
         let Node::Snapshot { snapshotter, key } = &node else {
             continue;
@@ -523,9 +562,7 @@ pub fn collect(root: &Path, dry_run: bool, pretend: &Pretend) -> Result<Report, 
             continue;
         };
         pause();
-        let keep = |conn: &Connection| -> rusqlite::Result<Option<String>> {
-            Ok(mark(conn)?.reached.get(&node).cloned())
-        };
+        let keep = |conn: &Connection| fresh.reaches(snapshotter, conn, &node);
         let kept = |reason: String| Kept {
             node: node.clone(),
             size,
@@ -834,6 +871,44 @@ mod tests {
             remove_content(root, &layer).unwrap(),
             Err("image x:1".to_string())
         );
+    }
+
+    #[test]
+    fn a_mark_is_reused_until_another_connection_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut mine = Db::open(root).unwrap();
+        let mut other = Db::open(root).unwrap();
+        let a = blob(root, b"a");
+        content(&mut other, &a, 1, &[]);
+        let node = Node::content(&a);
+        let fresh = FreshMarks::default();
+        let ask = |db: &Db| db.read(|c| fresh.reaches("overlayfs", c, &node)).unwrap();
+        assert_eq!(ask(&mine), None);
+        assert_eq!(ask(&mine), None);
+        assert_eq!(
+            fresh.marks_made.get(),
+            1,
+            "nothing changed: the mark is reused"
+        );
+        // A new reference committed elsewhere must be seen.
+        let img = ImageRecord {
+            name: "x".into(),
+            digest: a.parse().unwrap(),
+            media_type: "m".into(),
+            size: 1,
+            labels: Labels::new(),
+            created_ns: 0,
+            updated_ns: 0,
+        };
+        other.write(|tx| put_image(tx, &img)).unwrap();
+        assert_eq!(ask(&mine).as_deref(), Some("image x"));
+        assert_eq!(fresh.marks_made.get(), 2);
+        // The asking connection's own writes do not count as news.
+        mine.write(|tx| tx.execute("DELETE FROM images", []).map(|_| ()))
+            .unwrap();
+        assert_eq!(ask(&mine).as_deref(), Some("image x"));
+        assert_eq!(fresh.marks_made.get(), 2);
     }
 }
 
