@@ -18,6 +18,7 @@
 //! root until the lease is deleted or expires.
 
 mod containers;
+pub mod events;
 mod images;
 mod leases;
 mod list;
@@ -29,6 +30,7 @@ pub use containers::{
     reconcile, set_container_process, set_container_running, set_container_started,
     set_container_stopped, ContainerRecord, ContainerStatus,
 };
+pub use events::{record_container_event, record_event, Event, EventRange, EventType, Retention};
 pub use images::{delete_image, put_content, put_image, ContentRecord, ImageRecord};
 pub use leases::{add_resource, delete_lease, snapshot_lease_kind, Lease};
 pub use snapshots::{
