@@ -548,3 +548,87 @@ fn since_until_and_filters_select() {
         );
     }
 }
+
+#[test]
+fn import_and_push_events() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("image.tar");
+    let archive = archive.to_str().unwrap();
+    ok(
+        &env.cmd("berth-export", &[&env.image, "-o", archive])
+            .output()
+            .unwrap(),
+        "berth-export",
+    );
+    ok(
+        &env.cmd(
+            "berth-import",
+            &["--name", "127.0.0.1:1/imported/img:1", archive],
+        )
+        .output()
+        .unwrap(),
+        "berth-import",
+    );
+    let (repo, _) = env.image.rsplit_once(':').unwrap();
+    let dest = format!("{repo}:pushed");
+    ok(
+        &env.cmd("berth-push", &[&env.image, &dest])
+            .output()
+            .unwrap(),
+        "berth-push",
+    );
+    let imgs = events(&env, &["--filter", "type=image"]);
+    assert_eq!(actions(&imgs), ["pull", "import", "push"], "{imgs:#?}");
+    let digest = &imgs[0]["Attributes"]["digest"];
+    assert_eq!(imgs[1]["ID"], "127.0.0.1:1/imported/img:1");
+    assert_eq!(&imgs[1]["Attributes"]["digest"], digest);
+    assert_eq!(imgs[2]["ID"], env.image.as_str());
+    assert_eq!(imgs[2]["Attributes"]["destination"], dest.as_str());
+    assert_eq!(&imgs[2]["Attributes"]["digest"], digest);
+}
+
+#[test]
+fn prune_applies_the_configured_retention() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[events]\nmax_events = 2\nmax_age_days = 0\n").unwrap();
+    for i in 0..3 {
+        let target = format!("127.0.0.1:1/p/n:{i}");
+        ok(
+            &env.cmd("berth-tag", &[&env.image, &target])
+                .output()
+                .unwrap(),
+            "berth-tag",
+        );
+    }
+    assert!(events(&env, &[]).len() > 2);
+    // A dry run prunes nothing.
+    let dry = env
+        .cmd("berth-rm", &["--prune", "--dry-run"])
+        .env("BERTH_CONFIG", &config)
+        .output()
+        .unwrap();
+    ok(&dry, "berth-rm --prune --dry-run");
+    assert!(events(&env, &[]).len() > 2);
+    let out = env
+        .cmd("berth-rm", &["--prune"])
+        .env("BERTH_CONFIG", &config)
+        .output()
+        .unwrap();
+    ok(&out, "berth-rm --prune");
+    let left = events(&env, &[]);
+    let ids: Vec<&str> = left.iter().map(|e| e["ID"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["127.0.0.1:1/p/n:1", "127.0.0.1:1/p/n:2"]);
+    // Through the dispatcher, the same binary.
+    let out = std::process::Command::new(bin("berth"))
+        .args(["events", "--root"])
+        .arg(env.root.path())
+        .args(["--filter", "event=tag", "--format", "{{.ID}}"])
+        .env("BERTH_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    ok(&out, "berth events");
+    assert_eq!(text(&out.stdout), "127.0.0.1:1/p/n:1\n127.0.0.1:1/p/n:2\n");
+}
