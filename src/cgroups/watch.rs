@@ -15,7 +15,8 @@
 //! - v1: `memory.oom_control` cannot be watched with inotify; the kernel
 //!   signals an eventfd registered through `cgroup.event_control`
 //!   ("<eventfd> <fd of memory.oom_control>") at each OOM in the group.
-//!   Its `oom_kill` count is read on each signal, given a moment to move:
+//!   Its `oom_kill` count is read on each signal, and again every few
+//!   milliseconds for a while when it has not moved yet ([`FileWatch::recheck`]):
 //!   the kernel signals before its OOM killer has counted the kill. (The
 //!   eventfd is also
 //!   signalled when the group is removed; the unchanged count makes that a
@@ -27,6 +28,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -46,6 +48,8 @@ pub struct FileWatch {
     key: String,
     notify: Notify,
     value: u64,
+    /// Until when a notification the count did not yet show is awaited.
+    pending: Option<Instant>,
 }
 
 impl std::fmt::Debug for FileWatch {
@@ -76,6 +80,7 @@ impl FileWatch {
             key: key.to_string(),
             notify: Notify::Inotify(ino),
             value,
+            pending: None,
         })
     }
 
@@ -99,6 +104,7 @@ impl FileWatch {
             key: "oom_kill".into(),
             notify: Notify::EventFd(efd),
             value,
+            pending: None,
         })
     }
 
@@ -154,33 +160,38 @@ impl FileWatch {
             },
         }
         let eventfd = matches!(self.notify, Notify::EventFd(_));
-        let mut now = self.read()?;
-        // v1 signals the eventfd when the group runs out of memory, before
-        // the OOM killer has picked and counted its victim: give the count
-        // a moment to follow.
-        if eventfd && signalled > 0 && now == Some(self.value) {
-            let deadline = std::time::Instant::now() + V1_COUNT_WAIT;
-            while now == Some(self.value) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                now = self.read()?;
-            }
-        }
-        let now = match now {
+        let now = match self.read()? {
             Some(v) => v,
             // A kernel without the count: each eventfd signal is one OOM.
             None if eventfd => self.value + signalled,
             None => self.value,
         };
-        if now == self.value {
-            return Ok(None);
+        if now != self.value {
+            self.value = now;
+            self.pending = None;
+            return Ok(Some(now));
         }
-        self.value = now;
-        Ok(Some(now))
+        if eventfd && signalled > 0 {
+            // v1 signals when the group runs out of memory, before the OOM
+            // killer has picked and counted its victim: look again soon.
+            self.pending = Some(Instant::now() + V1_COUNT_WAIT);
+        } else if self.pending.is_some_and(|until| Instant::now() >= until) {
+            self.pending = None;
+        }
+        Ok(None)
+    }
+
+    /// While a notification is not yet reflected in the file: how soon to
+    /// call [`FileWatch::check`] again, even if the descriptor stays quiet.
+    pub fn recheck(&self) -> Option<Duration> {
+        self.pending.map(|_| RECHECK_EVERY)
     }
 }
 
-/// How long a v1 OOM notification waits for the kill count to move.
-const V1_COUNT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long after a v1 OOM notification the kill count is watched for
+/// the kill to show, and how often.
+const V1_COUNT_WAIT: Duration = Duration::from_secs(5);
+const RECHECK_EVERY: Duration = Duration::from_millis(20);
 
 impl FileWatch {
     fn read(&self) -> Result<Option<u64>> {
@@ -271,6 +282,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = FileWatch::inotify(&dir.path().join("nope"), "oom_kill").unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    /// The v1 flow on a fake `memory.oom_control`: the eventfd fires before
+    /// the count moves, so the watch asks to look again until it does.
+    #[test]
+    fn eventfd_signal_before_the_count_moves_is_rechecked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("memory.oom_control");
+        let control = |kills: u32| {
+            std::fs::write(
+                &file,
+                format!("oom_kill_disable 0\nunder_oom 0\noom_kill {kills}\n"),
+            )
+            .unwrap()
+        };
+        control(0);
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).unwrap();
+        let mut w = FileWatch {
+            path: file.clone(),
+            key: "oom_kill".into(),
+            notify: Notify::EventFd(efd),
+            value: 0,
+            pending: None,
+        };
+        assert_eq!(w.recheck(), None);
+        let Notify::EventFd(e) = &w.notify else {
+            unreachable!()
+        };
+        e.write(1).unwrap();
+        assert!(readable(&w, 1000));
+        assert_eq!(w.check().unwrap(), None);
+        assert!(!readable(&w, 0), "check drains the eventfd");
+        assert_eq!(w.recheck(), Some(RECHECK_EVERY));
+        // Nothing yet: still pending.
+        assert_eq!(w.check().unwrap(), None);
+        assert!(w.recheck().is_some());
+        control(1);
+        assert_eq!(w.check().unwrap(), Some(1));
+        assert_eq!(w.recheck(), None);
+        // A pending look gives up after its deadline.
+        let Notify::EventFd(e) = &w.notify else {
+            unreachable!()
+        };
+        e.write(1).unwrap();
+        assert_eq!(w.check().unwrap(), None);
+        w.pending = Some(Instant::now());
+        assert_eq!(w.check().unwrap(), None);
+        assert_eq!(w.recheck(), None);
+        // Without the count (old kernels), each signal is one OOM.
+        std::fs::write(&file, "oom_kill_disable 0\nunder_oom 0\n").unwrap();
+        let Notify::EventFd(e) = &w.notify else {
+            unreachable!()
+        };
+        e.write(2).unwrap();
+        assert_eq!(w.check().unwrap(), Some(3));
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub enum Output {
 pub trait Watcher {
     /// The descriptor to poll, while there is one.
     fn fd(&self) -> Option<BorrowedFd<'_>>;
+    /// How soon to call `on_ready` even if the descriptor stays quiet
+    /// (something announced is not visible yet); `None` to wait for it.
+    fn recheck(&self) -> Option<Duration> {
+        None
+    }
     fn on_ready(&mut self);
 }
 
@@ -212,8 +217,11 @@ pub fn wait(
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
             fds.len() - 1
         });
+        let recheck = exit.is_none().then(|| watcher.recheck()).flatten();
         let timeout = if exit.is_some() {
             PollTimeout::from(100u16)
+        } else if let Some(d) = recheck {
+            PollTimeout::from(u16::try_from(d.as_millis()).unwrap_or(u16::MAX))
         } else {
             PollTimeout::NONE
         };
@@ -235,7 +243,7 @@ pub fn wait(
         let watch_ready = ready(slot_watch);
         drop(fds);
 
-        if watch_ready {
+        if watch_ready || recheck.is_some() {
             watcher.on_ready();
         }
 

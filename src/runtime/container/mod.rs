@@ -648,6 +648,10 @@ impl attach::Watcher for OomWatcher<'_> {
         self.watch.as_ref().map(|w| w.fd())
     }
 
+    fn recheck(&self) -> Option<std::time::Duration> {
+        self.watch.as_ref()?.recheck()
+    }
+
     fn on_ready(&mut self) {
         let Some(w) = self.watch.as_mut() else {
             return;
