@@ -14,7 +14,7 @@
 //!   same works for any file (a test uses a plain one).
 //! - v1: `memory.oom_control` cannot be watched with inotify; the kernel
 //!   signals an eventfd registered through `cgroup.event_control`
-//!   ("<eventfd> <fd of memory.oom_control>") at each OOM in the group.
+//!   (`"<eventfd> <fd of memory.oom_control>"`) at each OOM in the group.
 //!   Its `oom_kill` count is read on each signal, and again every few
 //!   milliseconds for a while when it has not moved yet ([`FileWatch::recheck`]):
 //!   the kernel signals before its OOM killer has counted the kill. (The

@@ -13,7 +13,9 @@
 //!   at once agree on one schema.
 //!
 //! A process killed at any instant leaves either the whole transaction or
-//! none of it. Work that spans several transactions (a pull) protects what it
+//! none of it. Each change to an image, snapshot, container or blob records
+//! its event (see [`events`]) in the transaction that makes it, so the
+//! event log never tells of a change that did not happen, nor misses one. Work that spans several transactions (a pull) protects what it
 //! has written so far with a *lease*, which garbage collection treats as a
 //! root until the lease is deleted or expires.
 
