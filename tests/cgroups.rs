@@ -211,3 +211,71 @@ fn a_failing_test_leaves_no_group_behind() {
     assert!(result.is_err(), "the scenario was meant to panic");
     assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
 }
+
+/// The kernel's own change notifications on a real cgroup2 file reach a
+/// `FileWatch` (the mechanism of the v2 OOM watch: memory.events cannot be
+/// had here, the memory controller is bound to v1, but cgroup.events is
+/// notified the same way), and a group without memory.events is an error
+/// naming it rather than a watch that never fires.
+#[test]
+fn v2_own_mount_file_watch_sees_kernel_notifications() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let readable = |w: &berth::cgroups::FileWatch| {
+        let mut fds = [PollFd::new(w.fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(5000u16)).unwrap() > 0
+    };
+    let name = unique_name();
+    {
+        let mnt = Cgroup2Mount::new();
+        let h = Hierarchy::v2(mnt.dir.path());
+        let mut group = Group {
+            top: Cgroup::open(&h, &format!("/{name}")),
+            children: Vec::new(),
+        };
+        let cg = Cgroup::create(&h, &format!("/{name}")).unwrap();
+        let events = mnt.dir.path().join(&name).join("cgroup.events");
+        let mut w = berth::cgroups::FileWatch::inotify(&events, "populated").unwrap();
+        assert_eq!(w.value(), 0);
+
+        group.children.push(sleeper());
+        cg.add_process(group.children[0].id() as i32).unwrap();
+        assert!(readable(&w), "no notification when the group filled");
+        assert_eq!(w.check().unwrap(), Some(1));
+
+        cg.kill_all().unwrap();
+        assert!(readable(&w), "no notification when the group emptied");
+        assert_eq!(w.check().unwrap(), Some(0));
+
+        let has_memory = read(mnt.dir.path().join("cgroup.controllers"))
+            .split_whitespace()
+            .any(|c| c == "memory");
+        if !has_memory {
+            let err = cg.watch_oom().unwrap_err();
+            assert!(err.to_string().contains("memory.events"), "{err}");
+        }
+        drop(w);
+        group.top.remove().unwrap();
+    }
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}
+
+/// On v1 the OOM watch registers an eventfd in the group's
+/// cgroup.event_control; a fresh group has counted no kill.
+#[test]
+fn v1_oom_watch_registers() {
+    let h = Hierarchy::detect().unwrap();
+    if h.version() != Version::V1 {
+        return;
+    }
+    let name = unique_name();
+    {
+        let group = Group {
+            top: Cgroup::create(&h, &format!("/{name}")).unwrap(),
+            children: Vec::new(),
+        };
+        let w = group.top.watch_oom().unwrap();
+        assert_eq!(w.value(), 0);
+        assert!(w.path().ends_with("memory.oom_control"), "{w:?}");
+    }
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}

@@ -15,6 +15,9 @@
 //!    tolerates a group already gone, so any process may clean up after
 //!    any other.
 //!
+//! While a container runs, [`Cgroup::watch_oom`] gives its waiter a
+//! descriptor that wakes at each OOM kill in the group (see [`FileWatch`]).
+//!
 //! Nothing is kept in memory between calls: [`Cgroup::open`] rebuilds the
 //! handle from the path alone, so the process that removes a group need
 //! not be the one that created it.
@@ -25,6 +28,9 @@ mod hierarchy;
 pub(crate) use hierarchy::unescape_mountinfo;
 mod v1;
 mod v2;
+mod watch;
+
+pub use watch::FileWatch;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

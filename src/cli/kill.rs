@@ -93,6 +93,8 @@ fn kill_one(db: &mut Db, name: &str, signal: Signal) -> Result<(), Error> {
     if metadata::process_start_time(pid) != Some(start) {
         return Err(not_running());
     }
+    // Recorded before it is sent, so it comes before the `die` it causes.
+    crate::runtime::container::record_kill(db, &rec, signal as i32)?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
         crate::runtime::Error::Os {
             action: "signalling the container",

@@ -13,6 +13,7 @@ use std::io::Write;
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Serialize;
 
+use super::template::Template;
 use super::{exit, GlobalArgs};
 use crate::content::{self, Digest};
 use crate::image::manifest::{self, DocumentKind, Index, Manifest, Platform};
@@ -639,7 +640,7 @@ fn label_matches(labels: &Labels, key: &str, value: &Option<String>) -> bool {
 
 /// Whether the image name `want`, as given on the command line, names
 /// `have` (a normalised stored name).
-fn image_matches(have: &str, want: &str) -> bool {
+pub(crate) fn image_matches(have: &str, want: &str) -> bool {
     if have == want {
         return true;
     }
@@ -1011,101 +1012,6 @@ fn contents(db: &Db, filters: &Filters) -> Result<Vec<ContentRow>, Error> {
         .collect())
 }
 
-// ------------------------------------------------------------- templates
-
-/// A Go-template-like format: literal text with `\t` and `\n` escapes and
-/// `{{.Field}}` placeholders naming JSON keys.
-#[derive(Debug, PartialEq)]
-struct Template {
-    pieces: Vec<Piece>,
-}
-
-#[derive(Debug, PartialEq)]
-enum Piece {
-    Text(String),
-    Field(String),
-}
-
-impl Template {
-    fn parse(text: &str, fields: &[&str]) -> Result<Template, Error> {
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        let mut literal = String::new();
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix("{{") {
-                let end = after
-                    .find("}}")
-                    .ok_or_else(|| Error::Usage(format!("--format {text:?}: unclosed {{{{")))?;
-                let inner = after[..end].trim();
-                let field = inner.strip_prefix('.').ok_or_else(|| {
-                    Error::Usage(format!(
-                        "--format {text:?}: {{{{{inner}}}}}: expected {{{{.Field}}}} (or use table or json)"
-                    ))
-                })?;
-                if !fields.contains(&field) {
-                    return Err(Error::Usage(format!(
-                        "--format: unknown field {field:?} (fields: {})",
-                        fields.join(", ")
-                    )));
-                }
-                if !literal.is_empty() {
-                    pieces.push(Piece::Text(std::mem::take(&mut literal)));
-                }
-                pieces.push(Piece::Field(field.to_string()));
-                rest = &after[end + 2..];
-            } else if let Some(after) = rest.strip_prefix('\\') {
-                match after.chars().next() {
-                    Some('t') => literal.push('\t'),
-                    Some('n') => literal.push('\n'),
-                    Some('\\') => literal.push('\\'),
-                    Some(c) => {
-                        literal.push('\\');
-                        literal.push(c);
-                    }
-                    None => literal.push('\\'),
-                }
-                rest = after.char_indices().nth(1).map_or("", |(i, _)| &after[i..]);
-            } else {
-                let ch = rest.chars().next().unwrap_or_default();
-                literal.push(ch);
-                rest = &rest[ch.len_utf8()..];
-            }
-        }
-        if !literal.is_empty() {
-            pieces.push(Piece::Text(literal));
-        }
-        Ok(Template { pieces })
-    }
-
-    fn render(&self, row: &serde_json::Value, out: &mut String) {
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(t) => out.push_str(t),
-                Piece::Field(f) => out.push_str(&value_text(row.get(f))),
-            }
-        }
-    }
-}
-
-fn value_text(v: Option<&serde_json::Value>) -> String {
-    use serde_json::Value;
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| value_text(Some(x)))
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, x)| format!("{k}={}", value_text(Some(x))))
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(other) => other.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------- helpers
 
 fn short_digest(d: &str) -> String {
@@ -1250,28 +1156,6 @@ impl Serialize for Time {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn templates_parse_escape_and_refuse_unknown_fields() {
-        let t = Template::parse("{{.ID}}\\t{{ .Name }}\\n-", CONTAINER_FIELDS).unwrap();
-        assert_eq!(
-            t.pieces,
-            vec![
-                Piece::Field("ID".into()),
-                Piece::Text("\t".into()),
-                Piece::Field("Name".into()),
-                Piece::Text("\n-".into()),
-            ]
-        );
-        let row = serde_json::json!({"ID": "abc", "Name": "web"});
-        let mut out = String::new();
-        t.render(&row, &mut out);
-        assert_eq!(out, "abc\tweb\n-");
-        let err = Template::parse("{{.Nope}}", CONTAINER_FIELDS).unwrap_err();
-        assert!(err.to_string().contains("\"Nope\""), "{err}");
-        assert!(Template::parse("{{.ID", CONTAINER_FIELDS).is_err());
-        assert!(Template::parse("{{ID}}", CONTAINER_FIELDS).is_err());
-    }
 
     #[test]
     fn field_lists_match_the_json_keys() {

@@ -4,6 +4,7 @@
 //! Binaries stay thin: each parses its clap struct from here and calls one
 //! library function.
 
+pub mod events;
 pub mod exit;
 pub mod export;
 pub mod import;
@@ -18,6 +19,7 @@ pub mod rm;
 pub mod run;
 pub mod snapshot;
 pub mod tag;
+pub mod template;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -46,6 +48,9 @@ impl GlobalArgs {
     pub fn load(&self) -> Result<(Config, PathBuf), crate::Error> {
         let config = self.store.load()?;
         let root = self.store.root(&config);
+        // Whatever this process records prunes the log to the configured
+        // bounds (see `metadata::events`).
+        crate::metadata::events::set_retention(config.events);
         Ok((config, root))
     }
 }
@@ -82,6 +87,7 @@ impl ProgressMode {
 pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
     vec![
         ("berth", crate::plugin::dispatch::command()),
+        ("berth-events", events::command()),
         ("berth-export", export::command()),
         ("berth-import", import::command()),
         ("berth-kill", kill::command()),

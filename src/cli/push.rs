@@ -90,7 +90,7 @@ fn run(args: &PushArgs, prog: &str) -> Result<PushResult, Error> {
         .into());
     }
     let store = Store::open(&root)?;
-    let db = Db::open(&root)?;
+    let mut db = Db::open(&root)?;
     let mode = ProgressMode::detect(args.quiet);
     let progress = PushProgress(BlobBars::new(prog, mode));
     let opts = PushOptions {
@@ -98,6 +98,20 @@ fn run(args: &PushArgs, prog: &str) -> Result<PushResult, Error> {
         chunk_size,
     };
     let result = image::push(&client, &store, &db, &source, &dest, &opts, &progress)?;
+    // The push changed nothing here: its event is a transaction of its
+    // own, and failing to write it does not undo what the registry has.
+    let attrs = crate::metadata::Labels::from([
+        ("digest".to_string(), result.digest.to_string()),
+        ("destination".to_string(), result.name.clone()),
+    ]);
+    if let Err(e) = db.record_event(
+        crate::metadata::EventType::Image,
+        crate::metadata::events::action::PUSH,
+        &crate::image::stored_name(&source),
+        &attrs,
+    ) {
+        eprintln!("{prog}: warning: recording the push event: {e}");
+    }
     if mode == ProgressMode::Lines {
         let sent: u64 = result
             .blobs

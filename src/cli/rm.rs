@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use super::{exit, Format, GlobalArgs};
 use crate::gc::{self, Node, Pretend, Report};
-use crate::metadata::{self, ContainerRecord, ContainerStatus, Db};
+use crate::metadata::{self, events::action, ContainerRecord, ContainerStatus, Db, EventType};
 use crate::runtime::container::{self, Context};
 use crate::{runtime, snapshot, Error};
+use rusqlite::OptionalExtension;
 
 const AFTER_HELP: &str = "\
 Kinds:
@@ -210,6 +211,13 @@ pub fn main() -> i32 {
             Err(e) => fail(&mut out, "garbage collection", e.into()),
         }
     }
+    // Events are pruned on insert too; a prune is the natural moment to
+    // apply the retention now rather than at the next few hundredth event.
+    if args.prune && !args.dry_run {
+        if let Err(e) = db.prune_events(metadata::events::retention()) {
+            fail(&mut out, "pruning events", e.into());
+        }
+    }
     print(&out, args.format);
     code
 }
@@ -294,6 +302,7 @@ fn remove_container(
         }
         if let (Some(pid), Some(start)) = (rec.pid, rec.pid_start) {
             if metadata::process_start_time(pid) == Some(start) {
+                container::record_kill(db, &rec, libc::SIGKILL)?;
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
@@ -377,7 +386,21 @@ fn remove_image(db: &mut Db, query: &str, dry_run: bool) -> Result<String, Error
         if dry_run {
             return Ok(name);
         }
-        if db.write(|tx| metadata::delete_image(tx, &name))? {
+        let removed = db.write(|tx| {
+            let digest = tx
+                .query_row("SELECT digest FROM images WHERE name = ?1", [&name], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()?;
+            let Some(digest) = digest else {
+                return Ok(false);
+            };
+            metadata::delete_image(tx, &name)?;
+            let attrs = metadata::Labels::from([("digest".to_string(), digest)]);
+            metadata::record_event(tx, EventType::Image, action::REMOVE, &name, &attrs)?;
+            Ok(true)
+        })?;
+        if removed {
             return Ok(name);
         }
     }

@@ -414,7 +414,15 @@ fn run(args: &RunArgs) -> Result<i32, Error> {
     let raw = (args.tty && args.interactive && std::io::stdin().is_terminal())
         .then(attach::RawMode::enter)
         .flatten();
-    let exit = attach::wait(launched.pid, &signals, attach::FORWARDED, launched.output);
+    let mut oom = container::OomWatcher::new(&mut ctx.db, &rec);
+    let exit = attach::wait(
+        launched.pid,
+        &signals,
+        attach::FORWARDED,
+        launched.output,
+        &mut oom,
+    );
+    let oom_recorded = oom.recorded();
     drop(raw);
     let exit = match exit {
         Ok(e) => Some(e),
@@ -423,7 +431,7 @@ fn run(args: &RunArgs) -> Result<i32, Error> {
             None
         }
     };
-    let oom = container::finish(&mut ctx, &rec, exit)?;
+    let oom = container::finish(&mut ctx, &rec, exit, oom_recorded)?;
     if oom && !args.quiet {
         eprintln!(
             "berth-run: container {} was killed: out of memory",

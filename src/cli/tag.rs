@@ -137,6 +137,17 @@ fn run(args: &TagArgs) -> Result<Tagged, Error> {
             updated_ns: 0,
         };
         metadata::put_image(tx, &rec)?;
+        let attrs = crate::metadata::Labels::from([
+            ("digest".to_string(), rec.digest.to_string()),
+            ("source".to_string(), source_name.clone()),
+        ]);
+        metadata::record_event(
+            tx,
+            metadata::EventType::Image,
+            metadata::events::action::TAG,
+            &rec.name,
+            &attrs,
+        )?;
         Ok(Some(rec.digest))
     })?;
     let digest = tagged.ok_or_else(not_found)?;

@@ -23,6 +23,8 @@
 //!   when it is given none.
 //! - `max_concurrent_downloads` (`3`, from 1 to 64): layers one pull fetches
 //!   at once.
+//! - `[events]`: `max_events` (`100000`) and `max_age_days` (`7`) bound the
+//!   event log; 0 turns a bound off.
 //! - `[registry."<host>"]`, host or host:port as written in references:
 //!   - `plain_http` (`false`): speak HTTP instead of HTTPS;
 //!   - `insecure` (`false`): skip TLS certificate verification;
@@ -71,6 +73,8 @@ pub struct Config {
     pub default_runtime: String,
     /// The `max_concurrent_downloads` key, within 1..=64.
     pub max_concurrent_downloads: u32,
+    /// The `[events]` table: how many events to keep, and for how long.
+    pub events: crate::metadata::Retention,
     /// The `[registry."<host>"]` tables, keyed by lowercased `host[:port]`.
     pub registries: BTreeMap<String, RegistryHost>,
     /// The `[plugins.<kind>.<id>]` tables; read with [`Config::plugin_table`].
@@ -97,6 +101,7 @@ impl Default for Config {
             default_snapshotter: "overlayfs".to_owned(),
             default_runtime: "berth".to_owned(),
             max_concurrent_downloads: 3,
+            events: crate::metadata::Retention::default(),
             registries: BTreeMap::new(),
             plugins: BTreeMap::new(),
         }

@@ -15,9 +15,13 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "default_snapshotter",
     "default_runtime",
     "max_concurrent_downloads",
+    "events",
     "registry",
     "plugins",
 ];
+
+/// The keys allowed in the `[events]` table.
+pub(super) const EVENTS_KEYS: &[&str] = &["max_events", "max_age_days"];
 
 /// The keys allowed in a `[registry."<host>"]` table.
 pub(super) const REGISTRY_KEYS: &[&str] = &["plain_http", "insecure", "ca_file"];
@@ -51,6 +55,22 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, Error> {
             }
             "max_concurrent_downloads" => {
                 cfg.max_concurrent_downloads = walk.downloads(&at, value)?
+            }
+            "events" => {
+                for (k, value) in walk.table(&at, value)? {
+                    let at = ["events", k.as_str()];
+                    match k.as_str() {
+                        "max_events" => cfg.events.max_events = walk.non_negative(&at, value)?,
+                        "max_age_days" => {
+                            let days = walk.non_negative(&at, value)?;
+                            if days > 100 * 365 {
+                                return Err(walk.invalid(&at, "at most 36500 days"));
+                            }
+                            cfg.events.max_age = std::time::Duration::from_secs(days * 86_400);
+                        }
+                        _ => return Err(walk.unknown(&at, EVENTS_KEYS)),
+                    }
+                }
             }
             "registry" => {
                 for (host, value) in walk.table(&at, value)? {
@@ -137,6 +157,13 @@ impl Walker<'_> {
             ));
         }
         u32::try_from(n).map_err(|_| self.invalid(key, format!("out of range: {n}")))
+    }
+
+    fn non_negative(&self, key: &[&str], value: &Value) -> Result<u64, Error> {
+        let n = value
+            .as_integer()
+            .ok_or_else(|| self.wrong_type(key, "an integer", value))?;
+        u64::try_from(n).map_err(|_| self.invalid(key, format!("must be 0 or more, got {n}")))
     }
 
     /// A plugin id for a `default_*` key. It must name a compiled-in plugin

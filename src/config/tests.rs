@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use super::parse::{REGISTRY_KEYS, TOP_KEYS};
+use super::parse::{EVENTS_KEYS, REGISTRY_KEYS, TOP_KEYS};
 use super::paths::Env;
 use super::*;
 use crate::ErrorKind;
@@ -218,7 +218,8 @@ fn reference_is_a_valid_config_naming_every_key() {
         cfg.max_concurrent_downloads,
         defaults.max_concurrent_downloads
     );
-    for key in TOP_KEYS.iter().chain(REGISTRY_KEYS) {
+    assert_eq!(cfg.events, defaults.events);
+    for key in TOP_KEYS.iter().chain(REGISTRY_KEYS).chain(EVENTS_KEYS) {
         assert!(CONFIG_REFERENCE.contains(key), "reference lacks {key}");
     }
     for spec in crate::plugin::registry() {
@@ -291,4 +292,27 @@ fn default_locations() {
 
     let homeless = Env::default();
     assert_eq!(homeless.config_path(), None);
+}
+
+#[test]
+fn events_retention() {
+    let file = Path::new("/etc/berth/config.toml");
+    let cfg = Config::from_toml_str("[events]\nmax_events = 10\nmax_age_days = 0\n", file).unwrap();
+    assert_eq!(cfg.events.max_events, 10);
+    assert!(cfg.events.max_age.is_zero());
+    let cfg = Config::from_toml_str("[events]\nmax_age_days = 2\n", file).unwrap();
+    assert_eq!(cfg.events.max_age.as_secs(), 2 * 86_400);
+    assert_eq!(
+        cfg.events.max_events,
+        crate::metadata::Retention::default().max_events
+    );
+    for (text, key) in [
+        ("[events]\nmax_events = -1\n", "events.max_events"),
+        ("[events]\nmax_age_days = \"7d\"\n", "events.max_age_days"),
+        ("[events]\nmax_age_days = 99999\n", "events.max_age_days"),
+        ("[events]\nkeep = 1\n", "events.keep"),
+    ] {
+        let err = Config::from_toml_str(text, file).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
 }

@@ -638,7 +638,9 @@ pub fn collect(root: &Path, dry_run: bool, pretend: &Pretend) -> Result<Report, 
             match again.reached.get(&Node::content(digest)) {
                 Some(why) => saved.push((digest.clone(), *size, why.clone())),
                 None => {
-                    tx.execute("DELETE FROM content WHERE digest = ?1", [digest])?;
+                    if tx.execute("DELETE FROM content WHERE digest = ?1", [digest])? > 0 {
+                        record_content_removal(tx, digest, *size)?;
+                    }
                     gone.push((digest.clone(), *size));
                 }
             }
@@ -714,6 +716,19 @@ pub fn collect(root: &Path, dry_run: bool, pretend: &Pretend) -> Result<Report, 
     Ok(report)
 }
 
+/// The `content remove` event, on the transaction deleting the record.
+fn record_content_removal(tx: &Connection, digest: &str, size: u64) -> rusqlite::Result<()> {
+    let attrs = Labels::from([("size".to_string(), size.to_string())]);
+    metadata::record_event(
+        tx,
+        metadata::EventType::Content,
+        metadata::events::action::REMOVE,
+        digest,
+        &attrs,
+    )
+    .map(drop)
+}
+
 /// Why `node` may not be removed by hand: the root that reaches it, or a
 /// snapshot child, or `None` when nothing references it.
 pub fn referenced_by(db: &Db, node: &Node) -> Result<Option<String>, Error> {
@@ -769,6 +784,9 @@ pub fn remove_content(root: &Path, digest: &str) -> Result<Result<u64, String>, 
             return Ok(Err(why.clone()));
         }
         let n = tx.execute("DELETE FROM content WHERE digest = ?1", [digest])?;
+        if n > 0 {
+            record_content_removal(tx, digest, file_size.unwrap_or(0))?;
+        }
         Ok(Ok(n))
     })?;
     let n = match outcome {

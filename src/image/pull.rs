@@ -446,6 +446,14 @@ pub fn pull(
             metadata::put_content(tx, rec)?;
         }
         metadata::put_image(tx, &image)?;
+        let attrs = Labels::from([("digest".to_string(), image.digest.to_string())]);
+        metadata::record_event(
+            tx,
+            metadata::EventType::Image,
+            metadata::events::action::PULL,
+            &image.name,
+            &attrs,
+        )?;
         metadata::delete_lease(tx, &lease)
     })?;
 

@@ -454,7 +454,8 @@ impl Db {
         })
     }
 
-    /// Writes back the records `reconcile` changed, in one transaction. A
+    /// Writes back the records `reconcile` changed, in one transaction,
+    /// with a `die` event (no exit code) for each. A
     /// row another process changed since we read it (it recorded the real
     /// exit, or started it again) is not overwritten: it is read back
     /// instead, and a row deleted meanwhile is dropped from `recs`.
@@ -501,7 +502,15 @@ impl Db {
                         old.supervisor_start.map(|v| v as i64),
                     ],
                 )?;
-                if n == 0 {
+                if n > 0 {
+                    // Nobody saw the exit: a `die` without an exit code.
+                    super::events::record_container_event(
+                        tx,
+                        new,
+                        super::events::action::DIE,
+                        &[],
+                    )?;
+                } else {
                     let now = tx
                         .query_row(
                             &format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"),
@@ -737,6 +746,16 @@ mod tests {
         assert_eq!(stored.status, ContainerStatus::Stopped);
         assert_eq!(stored.exit_code, None);
         assert!(stored.finished_ns.is_some());
+        // With a `die` event, once, without an exit code.
+        let events = db.events(&super::super::EventRange::default()).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].subject.as_str(), events[0].action.as_str()),
+            (dead.id.as_str(), "die")
+        );
+        assert!(!events[0].attributes.contains_key("exitCode"));
+        db.containers_reconciled().unwrap();
+        assert_eq!(db.events(&Default::default()).unwrap().len(), 1);
         assert_eq!(db.container("stopped").unwrap().exit_code, Some(0));
 
         // One container: the same, through its name.

@@ -13,11 +13,14 @@
 //!   at once agree on one schema.
 //!
 //! A process killed at any instant leaves either the whole transaction or
-//! none of it. Work that spans several transactions (a pull) protects what it
+//! none of it. Each change to an image, snapshot, container or blob records
+//! its event (see [`events`]) in the transaction that makes it, so the
+//! event log never tells of a change that did not happen, nor misses one. Work that spans several transactions (a pull) protects what it
 //! has written so far with a *lease*, which garbage collection treats as a
 //! root until the lease is deleted or expires.
 
 mod containers;
+pub mod events;
 mod images;
 mod leases;
 mod list;
@@ -29,6 +32,7 @@ pub use containers::{
     reconcile, set_container_process, set_container_running, set_container_started,
     set_container_stopped, ContainerRecord, ContainerStatus,
 };
+pub use events::{record_container_event, record_event, Event, EventRange, EventType, Retention};
 pub use images::{delete_image, put_content, put_image, ContentRecord, ImageRecord};
 pub use leases::{add_resource, delete_lease, snapshot_lease_kind, Lease};
 pub use snapshots::{

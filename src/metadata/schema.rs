@@ -106,6 +106,22 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO container_specs (id, spec) SELECT id, spec FROM containers;
     ALTER TABLE containers DROP COLUMN spec;
     "#,
+    // 5: the event log (see `metadata::events`). AUTOINCREMENT so an id is
+    // never handed out twice, even after the newest rows were deleted: a
+    // follower reads `id > last seen`. The time index serves --since and
+    // pruning by age.
+    r#"
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ns     INTEGER NOT NULL,
+        type        TEXT NOT NULL
+                    CHECK (type IN ('image', 'snapshot', 'container', 'content')),
+        action      TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        attributes  TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_time ON events(time_ns);
+    "#,
 ];
 
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -200,8 +216,7 @@ mod tests {
                 ))
             })
             .unwrap();
-        assert_eq!((v, images, containers), (4, 1, 0));
-        assert_eq!(VERSION, 4);
+        assert_eq!((v, images, containers), (VERSION, 1, 0));
     }
 
     #[test]
@@ -226,6 +241,53 @@ mod tests {
         let c = db.container("one").unwrap();
         assert_eq!(c.spec, "{\"ociVersion\":\"1.0.2\"}");
         assert_eq!(c.created_ns, 7);
+    }
+
+    #[test]
+    fn store_at_version_4_gets_an_empty_event_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.path().join("meta.db")).unwrap();
+            for step in &MIGRATIONS[..4] {
+                conn.execute_batch(step).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO images (name, media_type, digest, size, created_ns, updated_ns)
+                 VALUES ('a:1', 'm', 'sha256:00', 1, 0, 0)",
+                [],
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 4).unwrap();
+        }
+        let mut db = Db::open(dir.path()).unwrap();
+        let (v, images, events): (i64, i64, i64) = db
+            .read(|c| {
+                Ok((
+                    c.pragma_query_value(None, "user_version", |r| r.get(0))?,
+                    c.query_row("SELECT count(*) FROM images", [], |r| r.get(0))?,
+                    c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((v, images, events), (5, 1, 0));
+        assert_eq!(VERSION, 5);
+        // The table takes events, and its CHECK refuses an unknown type.
+        let id = db
+            .record_event(
+                super::super::EventType::Image,
+                "pull",
+                "a:1",
+                &Default::default(),
+            )
+            .unwrap();
+        assert_eq!(id, 1);
+        let bad = db.write(|tx| {
+            tx.execute(
+                "INSERT INTO events (time_ns, type, action, subject) VALUES (0, 'x', 'y', 'z')",
+                [],
+            )
+        });
+        assert!(bad.is_err());
     }
 
     #[test]

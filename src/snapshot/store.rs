@@ -19,9 +19,23 @@ use super::{
     mount, tree, CleanupReport, Error, Filter, Info, Kind, Labels, Result, Usage, OWNER_LABEL,
 };
 use crate::metadata::{
-    allocate_snapshot_id, commit_snapshot, delete_snapshot, insert_snapshot, set_snapshot_labels,
-    snapshot_chain, snapshot_children, snapshot_record, Db, SnapshotRecord,
+    allocate_snapshot_id, commit_snapshot, delete_snapshot, events::action, insert_snapshot,
+    record_event, set_snapshot_labels, snapshot_chain, snapshot_children, snapshot_record, Db,
+    EventType, SnapshotRecord,
 };
+
+/// The `remove` event of snapshot `rec`, on the transaction deleting it.
+fn record_removal(
+    tx: &Connection,
+    snapshotter: &str,
+    rec: &SnapshotRecord,
+) -> rusqlite::Result<()> {
+    let attrs = Labels::from([
+        ("snapshotter".to_string(), snapshotter.to_string()),
+        ("kind".to_string(), rec.kind.as_str().to_string()),
+    ]);
+    record_event(tx, EventType::Snapshot, action::REMOVE, &rec.key, &attrs).map(drop)
+}
 
 /// Prefix of the overlay probe's scratch directories (see `overlay::probe`).
 pub(super) const PROBE_PREFIX: &str = ".probe-";
@@ -337,6 +351,14 @@ impl Core {
                 }));
             }
             commit_snapshot(tx, self.name, key, name, labels, usage)?;
+            let mut attrs = Labels::from([
+                ("snapshotter".to_string(), self.name.to_string()),
+                ("key".to_string(), key.to_string()),
+            ]);
+            if let Some(p) = &rec.parent {
+                attrs.insert("parent".into(), p.clone());
+            }
+            record_event(tx, EventType::Snapshot, action::COMMIT, name, &attrs)?;
             Ok(snapshot_record(tx, self.name, name)?.ok_or_else(|| self.not_found(name)))
         })??;
         Ok(info(committed))
@@ -401,6 +423,7 @@ impl Core {
                 }));
             }
             delete_snapshot(tx, self.name, key)?;
+            record_removal(tx, self.name, &rec)?;
             Ok(Ok(()))
         })??;
         // The record is gone; if this fails, `cleanup` finds an orphan.
@@ -460,6 +483,7 @@ impl Core {
                     return Ok(false);
                 }
                 delete_snapshot(tx, self.name, &rec.key)?;
+                record_removal(tx, self.name, &rec)?;
                 Ok(true)
             })?;
             if removed {

@@ -1070,6 +1070,14 @@ impl<'a> Collector<'a> {
             }
             for rec in &image_records {
                 metadata::put_image(tx, rec)?;
+                let attrs = Labels::from([("digest".to_string(), rec.digest.to_string())]);
+                metadata::record_event(
+                    tx,
+                    metadata::EventType::Image,
+                    metadata::events::action::IMPORT,
+                    &rec.name,
+                    &attrs,
+                )?;
             }
             metadata::delete_lease(tx, &lease)
         })?;

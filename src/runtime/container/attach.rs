@@ -6,7 +6,9 @@
 //! the signalfd, so nothing runs in a signal handler: `SIGCHLD` reaps (as a
 //! child subreaper we also collect the runtime's orphans), `SIGWINCH`
 //! copies our terminal's size to the container's, and the others are
-//! forwarded to the container's init.
+//! forwarded to the container's init. A [`Watcher`] adds one descriptor of
+//! the caller's own (the container's OOM watch) with what to do when it is
+//! readable.
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -48,6 +50,30 @@ pub enum Output {
         stderr: OwnedFd,
         log: LogWriter,
     },
+}
+
+/// A descriptor the wait loop polls beside its own, and what to do when
+/// it is readable. `on_ready` must drain it (or stop offering it), or the
+/// loop spins.
+pub trait Watcher {
+    /// The descriptor to poll, while there is one.
+    fn fd(&self) -> Option<BorrowedFd<'_>>;
+    /// How soon to call `on_ready` even if the descriptor stays quiet
+    /// (something announced is not visible yet); `None` to wait for it.
+    fn recheck(&self) -> Option<Duration> {
+        None
+    }
+    fn on_ready(&mut self);
+}
+
+/// No extra descriptor.
+pub struct NoWatcher;
+
+impl Watcher for NoWatcher {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+    fn on_ready(&mut self) {}
 }
 
 /// How the container's init ended.
@@ -140,8 +166,15 @@ pub fn copy_window_size(master: BorrowedFd<'_>) {
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// Waits for `pid` to exit, moving output and handling signals as the
-/// module doc says. `forward` lists the signals passed on.
-pub fn wait(pid: i32, signals: &SignalFd, forward: &[Signal], mut out: Output) -> Result<Exit> {
+/// module doc says. `forward` lists the signals passed on; `watcher` is
+/// polled until the init exits.
+pub fn wait(
+    pid: i32,
+    signals: &SignalFd,
+    forward: &[Signal],
+    mut out: Output,
+    watcher: &mut dyn Watcher,
+) -> Result<Exit> {
     let mut exit: Option<Exit> = None;
     // A SIGCHLD that came before the mask was set is gone: look once.
     reap(pid, &mut exit);
@@ -180,8 +213,15 @@ pub fn wait(pid: i32, signals: &SignalFd, forward: &[Signal], mut out: Output) -
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
             fds.len() - 1
         });
+        let slot_watch = exit.is_none().then(|| watcher.fd()).flatten().map(|fd| {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let recheck = exit.is_none().then(|| watcher.recheck()).flatten();
         let timeout = if exit.is_some() {
             PollTimeout::from(100u16)
+        } else if let Some(d) = recheck {
+            PollTimeout::from(u16::try_from(d.as_millis()).unwrap_or(u16::MAX))
         } else {
             PollTimeout::NONE
         };
@@ -200,7 +240,12 @@ pub fn wait(pid: i32, signals: &SignalFd, forward: &[Signal], mut out: Output) -
         };
         let (sig_ready, a_ready, b_ready, in_ready) =
             (ready(Some(0)), ready(slot_a), ready(slot_b), ready(slot_in));
+        let watch_ready = ready(slot_watch);
         drop(fds);
+
+        if watch_ready || recheck.is_some() {
+            watcher.on_ready();
+        }
 
         if sig_ready {
             while let Ok(Some(info)) = signals.read_signal() {

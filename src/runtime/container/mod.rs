@@ -24,6 +24,12 @@
 //!    struck; the runtime forgets the container; the root filesystem is
 //!    unmounted; with `--rm`, the snapshot, the record and the directory go.
 //!
+//! Each step records its event (`create`, `start`, `die`, `remove`) in the
+//! transaction that changes the record. While the container runs, its
+//! waiter records `oom` events as its cgroup's OOM kill count grows
+//! ([`OomWatcher`], polled by the wait loop); [`finish`] records kills the
+//! watcher did not see, before the `die` event.
+//!
 //! Readers reconcile: a record still `running` whose waiting process is gone
 //! is shown `stopped` (see `metadata::containers`).
 
@@ -39,7 +45,7 @@ use nix::mount::MsFlags;
 
 use super::{build_spec, ImageConfig, RunOptions, Runtime};
 use crate::image::LocalImage;
-use crate::metadata::{self, ContainerRecord, ContainerStatus, Db, Labels};
+use crate::metadata::{self, events::action, ContainerRecord, ContainerStatus, Db, Labels};
 use crate::snapshot::{self, mount, Snapshotter};
 use crate::Error;
 
@@ -246,8 +252,15 @@ pub fn create(
         cgroup_path: Some(cgroup_path(&id)),
         log_path: req.detach.then(|| log_path(&dir).display().to_string()),
     };
-    ctx.db
-        .write(|tx| metadata::insert_container(tx, &record))??;
+    ctx.db.write(|tx| {
+        Ok(match metadata::insert_container(tx, &record)? {
+            Ok(()) => {
+                metadata::record_container_event(tx, &record, action::CREATE, &[])?;
+                Ok(())
+            }
+            refused => refused,
+        })
+    })??;
     // The record holds the snapshot now; it must outlive this process.
     // (`update` merges: an empty value is what removes a label.)
     let clear = Labels::from([(snapshot::OWNER_LABEL.to_string(), String::new())]);
@@ -458,34 +471,62 @@ pub fn start(ctx: &mut Context, rec: &mut ContainerRecord) -> Result<(), Error> 
         let _ = ctx.runtime.delete(&rec.id, true);
     })?;
     let now = metadata::now_ns();
-    let id = rec.id.clone();
-    ctx.db
-        .write(|tx| metadata::set_container_started(tx, &id, now))?;
+    let r = rec.clone();
+    ctx.db.write(|tx| {
+        if metadata::set_container_started(tx, &r.id, now)? {
+            metadata::record_container_event(tx, &r, action::START, &[])?;
+        }
+        Ok(())
+    })?;
     rec.status = ContainerStatus::Running;
     rec.started_ns = Some(now);
     Ok(())
 }
 
 /// Step 4: records how the container ended and releases what it held.
-/// Returns whether the OOM killer struck.
+/// `oom_recorded` is the OOM kill count whose `oom` events the waiter
+/// already recorded ([`OomWatcher::recorded`]); kills beyond it get their
+/// event here, in the transaction that records the stop, so none is missed
+/// and none recorded twice. Returns whether the OOM killer struck.
 pub fn finish(
     ctx: &mut Context,
     rec: &ContainerRecord,
     exit: Option<attach::Exit>,
+    oom_recorded: u64,
 ) -> Result<bool, Error> {
-    let oom = rec
+    let kills = rec
         .cgroup_path
         .as_deref()
         .and_then(|p| {
             let h = crate::cgroups::Hierarchy::detect().ok()?;
             crate::cgroups::Cgroup::open(&h, p).oom_kills().ok()
         })
-        .is_some_and(|n| n > 0);
+        .unwrap_or(0);
+    let oom = kills > 0;
     let code = exit.map(attach::Exit::code);
-    let id = rec.id.clone();
     let now = metadata::now_ns();
-    ctx.db
-        .write(|tx| metadata::set_container_stopped(tx, &id, code, oom, now))?;
+    ctx.db.write(|tx| {
+        if !metadata::set_container_stopped(tx, &rec.id, code, oom, now)? {
+            return Ok(());
+        }
+        if kills > oom_recorded {
+            metadata::record_container_event(
+                tx,
+                rec,
+                action::OOM,
+                &[("oomKills", kills.to_string())],
+            )?;
+        }
+        let mut attrs = vec![("oomKilled", oom.to_string())];
+        if let Some(c) = code {
+            attrs.push(("exitCode", c.to_string()));
+        }
+        if let Some(attach::Exit::Signal(s)) = exit {
+            attrs.push(("signal", signal_name(s)));
+        }
+        metadata::record_container_event(tx, rec, action::DIE, &attrs)?;
+        Ok(())
+    })?;
     if let Err(e) = ctx.runtime.delete(&rec.id, true) {
         eprintln!("berth: container {}: {e}", rec.id);
     }
@@ -509,8 +550,12 @@ pub fn discard(ctx: &mut Context, rec: &ContainerRecord) -> Result<(), Error> {
         Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let id = rec.id.clone();
-    ctx.db.write(|tx| metadata::delete_container(tx, &id))?;
+    ctx.db.write(|tx| {
+        if metadata::delete_container(tx, &rec.id)? {
+            metadata::record_container_event(tx, rec, action::REMOVE, &[])?;
+        }
+        Ok(())
+    })?;
     match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -520,6 +565,103 @@ pub fn discard(ctx: &mut Context, rec: &ContainerRecord) -> Result<(), Error> {
             source,
         }
         .into()),
+    }
+}
+
+/// `SIGKILL` for 9; the number itself for signals nix does not name.
+pub fn signal_name(signo: i32) -> String {
+    nix::sys::signal::Signal::try_from(signo)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| signo.to_string())
+}
+
+/// Records that `signal` was sent to container `rec` (berth-kill, berth-rm
+/// -f): a transaction of its own, since no record changes.
+pub fn record_kill(db: &mut Db, rec: &ContainerRecord, signal: i32) -> Result<(), Error> {
+    db.write(|tx| {
+        metadata::record_container_event(tx, rec, action::KILL, &[("signal", signal_name(signal))])
+    })?;
+    Ok(())
+}
+
+/// The wait loop's [`attach::Watcher`] that records an `oom` event each
+/// time the container's OOM kill count grows while it runs (an OOM kill
+/// of one process need not end the container). Best effort: a group
+/// without a memory controller has nothing to watch, and [`finish`] still
+/// compares the count at the end.
+pub struct OomWatcher<'a> {
+    watch: Option<crate::cgroups::FileWatch>,
+    recorded: u64,
+    db: &'a mut Db,
+    rec: &'a ContainerRecord,
+}
+
+impl<'a> OomWatcher<'a> {
+    /// Starts watching `rec`'s cgroup, which its runtime has created.
+    pub fn new(db: &'a mut Db, rec: &'a ContainerRecord) -> OomWatcher<'a> {
+        let watch = rec.cgroup_path.as_deref().and_then(|p| {
+            let h = crate::cgroups::Hierarchy::detect().ok()?;
+            crate::cgroups::Cgroup::open(&h, p).watch_oom().ok()
+        });
+        // The group is new: kills already counted happened in it, and no
+        // event names them yet.
+        let mut w = OomWatcher {
+            watch,
+            recorded: 0,
+            db,
+            rec,
+        };
+        w.record_new();
+        w
+    }
+
+    /// The OOM kill count up to which `oom` events are recorded.
+    pub fn recorded(&self) -> u64 {
+        self.recorded
+    }
+
+    fn record_new(&mut self) {
+        let Some(kills) = self.watch.as_ref().map(|w| w.value()) else {
+            return;
+        };
+        if kills <= self.recorded {
+            return;
+        }
+        let rec = self.rec;
+        let written = self.db.write(|tx| {
+            metadata::record_container_event(
+                tx,
+                rec,
+                action::OOM,
+                &[("oomKills", kills.to_string())],
+            )
+        });
+        match written {
+            Ok(_) => self.recorded = kills,
+            Err(e) => eprintln!("berth: container {}: recording an OOM kill: {e}", rec.id),
+        }
+    }
+}
+
+impl attach::Watcher for OomWatcher<'_> {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.watch.as_ref().map(|w| w.fd())
+    }
+
+    fn recheck(&self) -> Option<std::time::Duration> {
+        self.watch.as_ref()?.recheck()
+    }
+
+    fn on_ready(&mut self) {
+        let Some(w) = self.watch.as_mut() else {
+            return;
+        };
+        match w.check() {
+            Ok(Some(_)) => self.record_new(),
+            Ok(None) => {}
+            // The group is gone: nothing more to see until finish looks.
+            Err(_) => self.watch = None,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{attach, discard, finish, launch, start, Context, Io};
+use super::{attach, discard, finish, launch, start, Context, Io, OomWatcher};
 use crate::metadata::ContainerRecord;
 use crate::Error;
 
@@ -134,7 +134,15 @@ pub fn run(
     };
     report(Ok(()));
     drop(report);
-    let exit = attach::wait(launched.pid, &signals, attach::FORWARDED, launched.output);
+    let mut oom = OomWatcher::new(&mut ctx.db, &rec);
+    let exit = attach::wait(
+        launched.pid,
+        &signals,
+        attach::FORWARDED,
+        launched.output,
+        &mut oom,
+    );
+    let oom_recorded = oom.recorded();
     let exit = match exit {
         Ok(e) => Some(e),
         Err(e) => {
@@ -142,7 +150,7 @@ pub fn run(
             None
         }
     };
-    finish(ctx, &rec, exit)?;
+    finish(ctx, &rec, exit, oom_recorded)?;
     Ok(exit)
 }
 
