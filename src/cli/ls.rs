@@ -451,9 +451,16 @@ fn emit<T: Serialize>(
     }
     match output {
         Output::Json => {
-            let text = serde_json::to_string(rows)
-                .map_err(|e| Error::Usage(format!("encoding JSON: {e}")))?;
-            writeln!(out, "{text}").map_err(io)?;
+            // Straight out in large writes: thousands of rows make megabytes.
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, out);
+            serde_json::to_writer(&mut w, rows).map_err(|e| {
+                if e.is_io() {
+                    Error::Usage(format!("writing output: {e}"))
+                } else {
+                    Error::Usage(format!("encoding JSON: {e}"))
+                }
+            })?;
+            writeln!(w).and_then(|()| w.flush()).map_err(io)?;
         }
         Output::Template(t) => {
             let mut text = String::new();
@@ -1040,12 +1047,22 @@ fn labels_text(labels: &Labels) -> String {
 /// `text` cut to `max` characters, the last being `…`.
 fn truncate(text: String, max: usize) -> String {
     // Byte length bounds the character count: most cells need no count.
-    if text.len() <= max || text.chars().count() <= max {
+    if text.len() <= max {
         return text;
     }
-    let mut t: String = text.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
+    match text.char_indices().nth(max) {
+        None => text,
+        Some(_) => {
+            let cut = text
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(0, |(i, _)| i);
+            let mut t = String::with_capacity(cut + '…'.len_utf8());
+            t.push_str(&text[..cut]);
+            t.push('…');
+            t
+        }
+    }
 }
 
 /// Sizes in SI units with three significant digits, as docker prints them.
@@ -1070,7 +1087,11 @@ fn human_size(bytes: u64) -> String {
 
 /// `3 minutes ago`.
 fn ago(now_ns: i64, then_ns: i64) -> String {
-    format!("{} ago", HumanDuration(now_ns - then_ns))
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(24);
+    // Writing into a String cannot fail.
+    let _ = write!(text, "{} ago", HumanDuration(now_ns - then_ns));
+    text
 }
 
 /// Docker's human durations, written straight into their destination (a
@@ -1254,6 +1275,9 @@ mod tests {
         );
         assert_eq!(truncate("abcdef".into(), 4), "abc…");
         assert_eq!(truncate("abcé".into(), 4), "abcé");
+        assert_eq!(truncate("abcdé".into(), 4), "abc…");
+        assert_eq!(truncate("ééééé".into(), 4), "ééé…");
+        assert_eq!(truncate("ab".into(), 0), "…");
         assert_eq!(
             short_digest(&format!("sha256:{}", "a".repeat(64))).len(),
             19
