@@ -460,7 +460,7 @@ fn emit<T: Serialize>(
 }
 
 /// Columns padded to their widest cell, three spaces apart, as docker's.
-fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -1096,7 +1096,7 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Sizes in SI units with three significant digits, as docker prints them.
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = bytes as f64;
     let mut unit = 0;
@@ -1151,7 +1151,7 @@ fn human_duration(ns: i64) -> String {
 }
 
 /// RFC 3339 UTC timestamp of nanoseconds since the epoch.
-fn timestamp(ns: i64) -> String {
+pub(super) fn timestamp(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     let (year, month, day) = crate::runtime::container::logs::civil_from_days(days);

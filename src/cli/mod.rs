@@ -17,6 +17,7 @@ pub mod registry;
 pub mod rm;
 pub mod run;
 pub mod snapshot;
+pub mod stats;
 pub mod tag;
 
 use std::io::IsTerminal;
@@ -92,6 +93,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-rm", rm::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
+        ("berth-stats", stats::command()),
         ("berth-tag", tag::command()),
     ]
 }
