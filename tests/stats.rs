@@ -241,7 +241,8 @@ fn cpu_of_a_busy_loop_and_an_idle_sleep() {
 fn anonymous_memory_and_the_cgroup_files_agree() {
     let env = Env::new();
     // 100 MiB held in a shell variable: anonymous memory, not page cache
-    // or shmem as a tmpfs file would be.
+    // or shmem as a tmpfs file would be. The loop keeps the shell (a last
+    // plain `sleep` would be exec'd in its place, dropping the variable).
     let id = start_with(
         &env,
         "hold",
@@ -249,7 +250,8 @@ fn anonymous_memory_and_the_cgroup_files_agree() {
         &[
             "sh",
             "-c",
-            "x=$(head -c 104857600 /dev/zero | tr '\\0' a); echo held; sleep 1000",
+            "x=$(head -c 104857600 /dev/zero | tr '\\0' a); echo held; \
+             while :; do sleep 1000; done",
         ],
     );
     wait_log(&env, "hold", "held");
@@ -295,14 +297,17 @@ fn anonymous_memory_and_the_cgroup_files_agree() {
 #[test]
 fn loopback_traffic_moves_the_network_counters() {
     let env = Env::new();
+    // The listener's stdin never ends (busybox nc hangs up at stdin EOF);
+    // the sender retries until the listener is up.
     start(
         &env,
         "talk",
         &[
             "sh",
             "-c",
-            "nc -l -p 5000 > /dev/null & sleep 1; \
-             head -c 1000000 /dev/zero | nc 127.0.0.1 5000; wait; echo sent; sleep 1000",
+            "sleep 1000 | nc -l -p 5000 > /dev/null & \
+             until head -c 1000000 /dev/zero | nc 127.0.0.1 5000; do sleep 0.2; done; \
+             echo sent; while :; do sleep 1000; done",
         ],
     );
     start(&env, "quiet", &["sleep", "1000"]);
