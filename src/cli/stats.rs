@@ -46,7 +46,9 @@ pub const EXIT_STATUS_HELP: &str = "Exit status:
 /// prometheus prints the text exposition format with cAdvisor-style
 /// container_* metrics labelled id, name and image; with --output FILE
 /// each sample replaces FILE atomically (a temp file in the same
-/// directory, then rename), as node_exporter's textfile collector needs.
+/// directory, then rename), as node_exporter's textfile collector needs;
+/// on stdout each sample's exposition follows the previous one, so use
+/// --no-stream (or --count 1) to get one a parser accepts.
 #[derive(Debug, Parser)]
 #[command(name = "berth-stats", version, after_help = EXIT_STATUS_HELP)]
 pub struct StatsArgs {
