@@ -2,7 +2,7 @@
 # Installs the Debian packages berth's demo, tests and benchmarks use.
 # Idempotent: does nothing when everything is there already.
 set -euo pipefail
-packages=(docker-registry skopeo umoci busybox-static runc crun apache2-utils)
+packages=(docker-registry skopeo umoci busybox-static runc crun apache2-utils python3-prometheus-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

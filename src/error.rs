@@ -1,5 +1,6 @@
 use crate::{
-    cgroups, config, content, distribution, gc, image, metadata, runtime, snapshot, ErrorKind,
+    cgroups, config, content, distribution, gc, image, metadata, monitor, runtime, snapshot,
+    ErrorKind,
 };
 
 /// Any berth library error. Each module keeps its own error type with the
@@ -15,6 +16,8 @@ pub enum Error {
     Content(#[from] content::Error),
     #[error(transparent)]
     Metadata(#[from] metadata::Error),
+    #[error(transparent)]
+    Monitor(#[from] monitor::Error),
     #[error(transparent)]
     Distribution(#[from] Box<distribution::Error>),
     #[error(transparent)]
@@ -39,6 +42,7 @@ impl Error {
             Error::Config(e) => e.kind(),
             Error::Content(e) => e.kind(),
             Error::Metadata(e) => e.kind(),
+            Error::Monitor(e) => e.kind(),
             Error::Distribution(e) => e.kind(),
             Error::Gc(e) => e.kind(),
             Error::Image(e) => e.kind(),

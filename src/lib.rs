@@ -13,6 +13,7 @@ pub mod distribution;
 pub mod gc;
 pub mod image;
 pub mod metadata;
+pub mod monitor;
 pub mod plugin;
 pub mod runtime;
 pub mod snapshot;

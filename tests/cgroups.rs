@@ -279,3 +279,113 @@ fn v1_oom_watch_registers() {
     }
     assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
 }
+
+/// A process that burns CPU until killed.
+fn spinner() -> Child {
+    Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the group has used at least `ns` of CPU.
+fn wait_cpu(cg: &Cgroup, ns: u64) -> berth::cgroups::Stats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let s = cg.stats().unwrap();
+        if s.cpu.as_ref().is_some_and(|c| c.usage_ns >= ns) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CPU counted: {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn v1_live_stats_match_the_files() {
+    let name = unique_name();
+    {
+        let h = Hierarchy::detect().unwrap();
+        let path = format!("/{name}");
+        let cg = Cgroup::create(&h, &path).unwrap();
+        let mut group = Group {
+            top: cg.clone(),
+            children: Vec::new(),
+        };
+        cg.apply(&limits()).unwrap();
+        group.children.push(spinner());
+        cg.add_process(group.children[0].id() as i32).unwrap();
+
+        let s = wait_cpu(&cg, 20_000_000);
+        let dir = |c: &str| h.v1_mountpoint(c).unwrap().join(&name);
+        let cpu = s.cpu.unwrap();
+        let after: u64 = read(dir("cpuacct").join("cpuacct.usage")).parse().unwrap();
+        assert!(cpu.usage_ns <= after, "{} > {after}", cpu.usage_ns);
+        assert!(cpu.user_ns.is_some() && cpu.system_ns.is_some());
+        assert!(cpu.periods.is_some(), "the cpu controller's cpu.stat");
+        let m = s.memory.unwrap();
+        assert_eq!(m.limit, Some(64 * 1024 * 1024));
+        assert!(m.usage > 0 && m.inactive_file.is_some() && m.rss.is_some());
+        let p = s.pids.unwrap();
+        assert_eq!((p.current, p.limit), (1, Some(50)));
+        assert_eq!(s.oom_kills, Some(0));
+        assert!(s.io.is_some(), "blkio is mounted here");
+        assert!(s.cpu_pressure.is_none() && s.memory_pressure.is_none());
+
+        cg.kill_all().unwrap();
+        group.children[0].wait().unwrap();
+        cg.remove().unwrap();
+        let err = cg.stats().unwrap_err();
+        assert!(
+            matches!(err, berth::cgroups::Error::NoGroup { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn v2_own_mount_stats_read_what_the_kernel_offers() {
+    let name = unique_name();
+    {
+        let mnt = Cgroup2Mount::new();
+        let h = Hierarchy::v2(mnt.dir.path());
+        let cg = Cgroup::create(&h, &format!("/{name}")).unwrap();
+        let mut group = Group {
+            top: cg.clone(),
+            children: Vec::new(),
+        };
+        group.children.push(spinner());
+        cg.add_process(group.children[0].id() as i32).unwrap();
+
+        // cpu.stat and the pressure files are core cgroup2 files: there
+        // even where the controllers are bound to v1, as on this host.
+        let s = wait_cpu(&cg, 20_000_000);
+        let dir = mnt.dir.path().join(&name);
+        let controllers = read(dir.join("cgroup.controllers"));
+        let cpu = s.cpu.unwrap();
+        assert!(cpu.user_ns.is_some() && cpu.system_ns.is_some());
+        if dir.join("cpu.pressure").exists() {
+            // A busy loop alone in its group waits for nothing but the
+            // other load on the host: parsed, whatever the figures.
+            assert!(s.cpu_pressure.is_some(), "cpu.pressure is there");
+            assert!(s.memory_pressure.is_some() && s.io_pressure.is_some());
+        }
+        // Controllers this mount lacks leave their fields empty, no error.
+        if !controllers.split_whitespace().any(|c| c == "memory") {
+            assert_eq!(s.memory, None);
+            assert_eq!(s.oom_kills, None);
+        }
+        if !controllers.split_whitespace().any(|c| c == "pids") {
+            assert_eq!(s.pids, None);
+        }
+
+        cg.kill_all().unwrap();
+        group.children[0].wait().unwrap();
+        cg.remove().unwrap();
+    }
+    assert_eq!(leftovers(&name), Vec::<PathBuf>::new());
+}

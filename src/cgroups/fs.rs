@@ -80,3 +80,54 @@ pub(crate) fn mkdir(path: &Path) -> Result<bool> {
         Err(source) => Err(Error::io("creating cgroup", path, source)),
     }
 }
+
+/// Reads a small control file into `buf` (cleared first) with as few
+/// syscalls as we can: open and read, no `fstat` for a size hint (cgroupfs
+/// reports none). A read that comes back short of the room it was given
+/// is the end: the kernel hands a seq_file's whole remaining text to one
+/// read, and a regular file only returns short at its end. `Ok(false)`
+/// when the file does not exist (the controller or feature is absent), or
+/// the kernel says the feature is off (`EOPNOTSUPP`, as a disabled
+/// `*.pressure` file does).
+pub(crate) fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<bool> {
+    use std::io::Read;
+    buf.clear();
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == IoKind::NotFound => return Ok(false),
+        Err(source) => return Err(Error::io("reading", path, source)),
+    };
+    let mut room = 4096;
+    loop {
+        let start = buf.len();
+        buf.resize(start + room, 0);
+        let n = match f.read(&mut buf[start..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == IoKind::Interrupted => {
+                buf.truncate(start);
+                continue;
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENODEV)
+                ) =>
+            {
+                buf.clear();
+                return Ok(false);
+            }
+            // The group went away between open and read (its last process
+            // exited and someone removed it).
+            Err(e) if e.kind() == IoKind::NotFound => {
+                buf.clear();
+                return Ok(false);
+            }
+            Err(source) => return Err(Error::io("reading", path, source)),
+        };
+        buf.truncate(start + n);
+        if n < room {
+            return Ok(true);
+        }
+        room *= 2;
+    }
+}

@@ -18,12 +18,17 @@
 //! While a container runs, [`Cgroup::watch_oom`] gives its waiter a
 //! descriptor that wakes at each OOM kill in the group (see [`FileWatch`]).
 //!
+//! [`Cgroup::stats`] reads the group's counters (cpu, memory, pids, block
+//! I/O, pressure) at any point while it exists; see `stats.rs` for where
+//! each comes from on each version.
+//!
 //! Nothing is kept in memory between calls: [`Cgroup::open`] rebuilds the
 //! handle from the path alone, so the process that removes a group need
 //! not be the one that created it.
 
 mod fs;
 mod hierarchy;
+mod stats;
 
 pub(crate) use hierarchy::unescape_mountinfo;
 mod v1;
@@ -42,6 +47,7 @@ use oci_spec::runtime::LinuxResources;
 
 pub use hierarchy::Hierarchy;
 use hierarchy::Layout;
+pub use stats::{CpuStats, IoStats, MemoryStats, PidsStats, Pressure, PressureLine, Stats};
 
 use crate::ErrorKind;
 
@@ -336,6 +342,8 @@ pub enum Error {
         path: String,
         controller: &'static str,
     },
+    #[error("cgroup {path}: no such group (its container has stopped?)")]
+    NoGroup { path: String },
     #[error("cgroup path {path:?}: {reason}")]
     InvalidPath { path: String, reason: String },
     /// The spec asks for something this cgroup version cannot express.
@@ -366,6 +374,7 @@ impl Error {
             Error::InvalidPath { .. } | Error::InvalidResource { .. } => ErrorKind::InvalidArgument,
             Error::NotMounted | Error::MissingController { .. } => ErrorKind::Unavailable,
             Error::Busy { .. } => ErrorKind::FailedPrecondition,
+            Error::NoGroup { .. } => ErrorKind::NotFound,
             Error::Io { .. } | Error::Write { .. } | Error::Parse { .. } | Error::Signal { .. } => {
                 ErrorKind::Internal
             }

@@ -496,7 +496,7 @@ fn write_lines<'a>(
 }
 
 /// Columns padded to their widest cell, three spaces apart, as docker's.
-fn render_table<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> String {
+pub(super) fn render_table<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -1066,7 +1066,7 @@ fn truncate(text: String, max: usize) -> String {
 }
 
 /// Sizes in SI units with three significant digits, as docker prints them.
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = bytes as f64;
     let mut unit = 0;
@@ -1172,6 +1172,11 @@ impl Serialize for Time {
         let text = self.text();
         s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
+}
+
+/// RFC 3339 UTC timestamp of nanoseconds since the epoch.
+pub(super) fn timestamp(ns: i64) -> String {
+    Time(ns).to_string()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod rm;
 pub mod run;
 pub mod snapshot;
+pub mod stats;
 pub mod tag;
 pub mod template;
 
@@ -98,6 +99,7 @@ pub fn man_pages() -> Vec<(&'static str, clap::Command)> {
         ("berth-rm", rm::command()),
         ("berth-run", run::command()),
         ("berth-snapshot", snapshot::command()),
+        ("berth-stats", stats::command()),
         ("berth-tag", tag::command()),
     ]
 }

@@ -54,6 +54,21 @@ impl Db {
         Ok(recs)
     }
 
+    /// Every container as recorded, oldest first, without the spec and
+    /// without reconciling: for readers that check each container's
+    /// process themselves every time they look, like a monitor sampling
+    /// every second, and must not take the write lock to do it.
+    pub fn containers_brief(&self) -> Result<Vec<ContainerRecord>> {
+        let columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
+        let mut recs = self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {columns} FROM containers"))?;
+            let rows = stmt.query_map([], super::containers::from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        recs.sort_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)));
+        Ok(recs)
+    }
+
     /// Every content record, by digest.
     pub fn contents(&self) -> Result<Vec<ContentRecord>> {
         let rows = self.read(|c| {
@@ -147,5 +162,6 @@ mod tests {
         );
         assert!(db.containers_listing(true).unwrap().is_empty());
         assert!(db.containers_listing(false).unwrap().is_empty());
+        assert!(db.containers_brief().unwrap().is_empty());
     }
 }
