@@ -327,7 +327,7 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                 .into_iter()
                 .map(|c| container_row(c, now, trunc))
                 .collect();
-            emit(
+            let code = emit(
                 out,
                 &output,
                 args.quiet,
@@ -351,7 +351,11 @@ fn run(args: &LsArgs, out: &mut impl Write) -> Result<i32, Error> {
                     ]
                 },
                 |r| &r.id,
-            )
+            );
+            // The process ends next, which frees them all at once; freeing
+            // ten thousand rows string by string is a tenth of the listing.
+            std::mem::forget(rows);
+            code
         }
         Kind::Images => {
             let store = content::Store::open(&root)?;

@@ -25,24 +25,28 @@ impl Db {
     /// Every container, reconciled like [`Db::containers_reconciled`],
     /// oldest first, but without the spec (left empty): a listing has no
     /// use for each container's `config.json` text, and reading it for
-    /// thousands of containers is most of the work. Unless `full`, the
-    /// fields a table does not show are left empty too (image digest,
-    /// snapshotter, snapshot key, runtime, labels, cgroup and log paths):
-    /// every string read is an allocation, and a listing reads many.
+    /// thousands of containers is most of the work. Nor are the cgroup and
+    /// log paths, which no listing shows. Unless `full`, the fields a table
+    /// does not show are left empty too (image digest, snapshotter,
+    /// snapshot key, runtime, labels): every string read is an allocation,
+    /// and a listing reads many.
     pub fn containers_listing(&mut self, full: bool) -> Result<Vec<ContainerRecord>> {
         let mut columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
-        if !full {
-            for (column, empty) in [
+        let lean: &[(&str, &str)] = if full {
+            &[("cgroup_path", "NULL"), ("log_path", "NULL")]
+        } else {
+            &[
+                ("cgroup_path", "NULL"),
+                ("log_path", "NULL"),
                 ("image_digest", "NULL"),
                 ("snapshotter", "''"),
                 ("snapshot_key", "''"),
                 ("runtime", "''"),
                 ("labels", "'{}'"),
-                ("cgroup_path", "NULL"),
-                ("log_path", "NULL"),
-            ] {
-                columns = replace_column(&columns, column, empty);
-            }
+            ]
+        };
+        for (column, empty) in lean {
+            columns = replace_column(&columns, column, empty);
         }
         let mut recs = self.read(|c| {
             let mut stmt = c.prepare(&format!("SELECT {columns} FROM containers"))?;
