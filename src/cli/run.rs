@@ -414,15 +414,7 @@ fn run(args: &RunArgs) -> Result<i32, Error> {
     let raw = (args.tty && args.interactive && std::io::stdin().is_terminal())
         .then(attach::RawMode::enter)
         .flatten();
-    let mut oom = container::OomWatcher::new(&mut ctx.db, &rec);
-    let exit = attach::wait(
-        launched.pid,
-        &signals,
-        attach::FORWARDED,
-        launched.output,
-        &mut oom,
-    );
-    let oom_recorded = oom.recorded();
+    let (exit, oom_recorded) = container::wait(&mut ctx, &rec, launched, &signals);
     drop(raw);
     let exit = match exit {
         Ok(e) => Some(e),

@@ -336,6 +336,27 @@ pub struct Launched {
     pub output: attach::Output,
 }
 
+/// Waits for the launched container to end, forwarding the signals of
+/// [`attach::FORWARDED`] (blocked into `signals` by the caller) and
+/// recording its OOM kills as they happen. Returns how it ended and the
+/// OOM kill count already recorded, which [`finish`] takes.
+pub fn wait(
+    ctx: &mut Context,
+    rec: &ContainerRecord,
+    launched: Launched,
+    signals: &nix::sys::signalfd::SignalFd,
+) -> (Result<attach::Exit, Error>, u64) {
+    let mut oom = OomWatcher::new(&mut ctx.db, rec);
+    let exit = attach::wait(
+        launched.pid,
+        signals,
+        attach::FORWARDED,
+        launched.output,
+        &mut oom,
+    );
+    (exit.map_err(Error::from), oom.recorded())
+}
+
 /// Step 3: the runtime creates and starts the container; the record
 /// becomes `running`, naming this process as the one waiting for it. On
 /// failure the runtime's side is undone; the caller removes the rest with

@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{attach, discard, finish, launch, start, Context, Io, OomWatcher};
+use super::{attach, discard, finish, launch, start, Context, Io};
 use crate::metadata::ContainerRecord;
 use crate::Error;
 
@@ -134,15 +134,7 @@ pub fn run(
     };
     report(Ok(()));
     drop(report);
-    let mut oom = OomWatcher::new(&mut ctx.db, &rec);
-    let exit = attach::wait(
-        launched.pid,
-        &signals,
-        attach::FORWARDED,
-        launched.output,
-        &mut oom,
-    );
-    let oom_recorded = oom.recorded();
+    let (exit, oom_recorded) = super::wait(ctx, &rec, launched, &signals);
     let exit = match exit {
         Ok(e) => Some(e),
         Err(e) => {
