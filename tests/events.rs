@@ -166,7 +166,10 @@ fn oom_kill_yields_oom_and_die_events() {
             ],
         );
         assert_eq!(out.status.code(), Some(137), "{rt}");
-        let id = env.container(&name).id;
+        let c = env.container(&name);
+        assert!(c.oom_killed, "{rt}: OOM not recorded: {c:?}");
+        assert_eq!(c.exit_code, Some(137));
+        let id = c.id;
         let evs = events(&env, &["--filter", &format!("container={name}")]);
         assert_eq!(
             actions(&evs),

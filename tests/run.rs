@@ -411,30 +411,6 @@ fn a_dead_supervisor_shows_as_stopped() {
 }
 
 #[test]
-fn oom_kill_is_recorded() {
-    let env = Env::new();
-    for rt in RUNTIMES {
-        let name = format!("oom-{rt}");
-        let out = env.run(
-            rt,
-            &[
-                "--name",
-                &name,
-                "--memory",
-                "16m",
-                &env.image,
-                "tail",
-                "/dev/zero",
-            ],
-        );
-        assert_eq!(out.status.code(), Some(137), "{rt}");
-        let c = env.container(&name);
-        assert!(c.oom_killed, "{rt}: OOM not recorded: {c:?}");
-        assert_eq!(c.exit_code, Some(137));
-    }
-}
-
-#[test]
 fn rm_removes_container_and_snapshot() {
     let env = Env::new();
     for rt in RUNTIMES {
