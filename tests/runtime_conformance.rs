@@ -166,6 +166,14 @@ impl Case {
 
     /// Runs the probe under both runtimes and compares.
     fn check(&mut self, opts: RunOptions) {
+        // Run as nohup or a background job would: ignored signals survive
+        // execve, and neither runtime may pass them on to the container.
+        // SAFETY: changes only this test process's dispositions, which no
+        // test here relies on.
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        }
         let opts = RunOptions {
             name: self.name.clone(),
             hostname: Some("probe".into()),

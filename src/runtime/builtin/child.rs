@@ -341,14 +341,15 @@ pub(super) fn init(plan: &Plan, fds: &Fds) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    // The caller's SIGPIPE is ignored (Rust programs ignore it for their
-    // own writes) and ignored signals survive execve: the command gets the
-    // default back, as a process spawned by std::process::Command does. Its
-    // blocked signals go too.
-    // SAFETY: signal() and sigprocmask() only change this process's own
-    // signal state; the empty set lives on our stack.
+    // Ignored signals survive execve: the caller's SIGPIPE (Rust programs
+    // ignore it for their own writes), and whatever the shell or service
+    // that started the caller ignored (nohup's SIGHUP, a background job's
+    // SIGINT and SIGQUIT). The command starts with every default, as under
+    // runc. Its blocked signals go too.
+    crate::runtime::reset_ignored_signals(&[]);
+    // SAFETY: sigprocmask() only changes this process's own signal state;
+    // the empty set lives on our stack.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

@@ -722,35 +722,5 @@ impl Drop for ConsoleDir {
 /// started `berth-run` (ignored signals survive `execve`). SIGPIPE stays
 /// ignored here, for our own writes; runtimes reset it in the container.
 pub fn reset_inherited_signals() {
-    // SAFETY: rt_sigaction with a null new action only reads the current
-    // one into `old`, a kernel_sigaction-sized buffer we own; with a
-    // SIG_DFL action it changes only our own process's disposition. The
-    // raw syscall reaches the realtime signals glibc reserves (32, 33).
-    unsafe {
-        let max = libc::SIGRTMAX();
-        for sig in 1..=max {
-            if sig == libc::SIGPIPE || sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            // struct kernel_sigaction: handler, flags, restorer, mask (8 bytes).
-            let mut old = [0usize; 4];
-            let rc = libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                std::ptr::null::<usize>(),
-                old.as_mut_ptr(),
-                8usize,
-            );
-            if rc == 0 && old[0] == libc::SIG_IGN {
-                let dfl = [libc::SIG_DFL, 0, 0, 0];
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<usize>(),
-                    8usize,
-                );
-            }
-        }
-    }
+    crate::runtime::reset_ignored_signals(&[libc::SIGPIPE]);
 }
