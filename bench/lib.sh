@@ -30,3 +30,16 @@ stop_registry() {
 }
 
 now() { date +%s.%N; }
+
+# serve_busybox WORK TOP: a 1 GiB tmpfs at WORK/fs (the caller unmounts it
+# on exit), a registry on it, and the demo busybox image pushed there; sets
+# $image (and start_registry's $port and $registry_pid).
+serve_busybox() {
+  local work=$1 top=$2
+  mkdir -p "$work/fs"
+  mount -t tmpfs -o size=1g tmpfs "$work/fs"
+  start_registry "$work/fs"
+  "$top/scripts/demo-image.sh" "$work/fs/layout" bench >/dev/null
+  image=127.0.0.1:$port/bench/busybox:bench
+  skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$image"
+}

@@ -42,13 +42,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/fs"
-mount -t tmpfs -o size=1g tmpfs "$work/fs"
-
-start_registry "$work/fs"
-"$top/scripts/demo-image.sh" "$work/fs/layout" bench >/dev/null
-image=127.0.0.1:$port/bench/busybox:bench
-skopeo copy -q --dest-tls-verify=false "oci:$work/fs/layout:bench" "docker://$image"
+serve_busybox "$work" "$top"
 "$bin/berth-pull" -q --root "$root" "$image" >/dev/null
 
 echo "starting $containers containers..." >&2
