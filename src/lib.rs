@@ -21,6 +21,7 @@ pub mod store_check;
 
 mod error;
 mod kind;
+mod lockfile;
 mod rootfs;
 pub use error::Error;
 pub use kind::ErrorKind;

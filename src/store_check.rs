@@ -22,9 +22,8 @@
 //! something references: that is reported, for a person to decide).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -322,15 +321,10 @@ pub fn check(root: &Path, repair: bool) -> Result<Report, crate::Error> {
             continue;
         }
         let lock_path = dir.join("lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
+        // The snapshotter's own lock: prepares and removes in flight finish
+        // first, and none starts until the check is done.
+        let _lock = crate::lockfile::lock(&lock_path, FlockArg::LockExclusive)
             .map_err(io_err(&lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io_err(&lock_path)(errno.into()))?;
         let recs = db.snapshots(name)?;
         let keys: HashSet<&str> = recs.iter().map(|r| r.key.as_str()).collect();
         let ids: HashSet<u64> = recs.iter().map(|r| r.id).collect();

@@ -100,15 +100,8 @@ impl Store {
         let lock_path = dir.join("lock");
         let lock = loop {
             create_private_dir(&dir).map_err(io_err(&dir))?;
-            let lock_file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(&lock_path)
+            let lock = crate::lockfile::lock(&lock_path, FlockArg::LockExclusive)
                 .map_err(io_err(&lock_path))?;
-            let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-                .map_err(|(_, errno)| io_err(&lock_path)(io::Error::from(errno)))?;
             // The holder we waited for may have committed and removed the
             // ingest dir; our lock is then on an unlinked file and guards
             // nothing, so start over on a fresh one.

@@ -382,34 +382,21 @@ fn blob_path(root: &Path, digest: &str) -> Option<PathBuf> {
 
 /// Holds the store-wide collector lock (`<root>/gc.lock`) while alive.
 pub struct GcLock {
-    _file: fs::File,
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 impl GcLock {
     /// Waits for any other collector to finish, then holds the lock.
     pub fn acquire(root: &Path) -> Result<GcLock, Error> {
         let path = root.join("gc.lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::Io {
-                action: "opening",
-                path: path.clone(),
+        let lock = crate::lockfile::lock(&path, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |source| Error::Io {
+                action: "locking",
+                path,
                 source,
-            })?;
-        #[allow(deprecated)]
-        nix::fcntl::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            nix::fcntl::FlockArg::LockExclusive,
-        )
-        .map_err(|e| Error::Io {
-            action: "locking",
-            path,
-            source: e.into(),
-        })?;
-        Ok(GcLock { _file: file })
+            },
+        )?;
+        Ok(GcLock { _lock: lock })
     }
 }
 

@@ -7,8 +7,8 @@
 //! nothing.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -173,14 +173,7 @@ impl Core {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        Flock::lock(file, arg).map_err(|(_, errno)| io(errno.into()))
+        crate::lockfile::lock(&path, arg).map_err(io)
     }
 
     fn not_found(&self, key: &str) -> Error {
