@@ -31,29 +31,20 @@ impl Db {
     /// snapshot key, runtime, labels): every string read is an allocation,
     /// and a listing reads many.
     pub fn containers_listing(&mut self, full: bool) -> Result<Vec<ContainerRecord>> {
-        let mut columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
-        let lean: &[(&str, &str)] = if full {
-            &[("cgroup_path", "NULL"), ("log_path", "NULL")]
+        let lean: &[&str] = if full {
+            &["cgroup_path", "log_path"]
         } else {
             &[
-                ("cgroup_path", "NULL"),
-                ("log_path", "NULL"),
-                ("image_digest", "NULL"),
-                ("snapshotter", "''"),
-                ("snapshot_key", "''"),
-                ("runtime", "''"),
-                ("labels", "'{}'"),
+                "cgroup_path",
+                "log_path",
+                "image_digest",
+                "snapshotter",
+                "snapshot_key",
+                "runtime",
+                "labels",
             ]
         };
-        for (column, empty) in lean {
-            columns = replace_column(&columns, column, empty);
-        }
-        let mut recs = self.read(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {columns} FROM containers"))?;
-            let rows = stmt.query_map([], super::containers::from_row)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        recs.sort_by(|a, b| (a.created_ns, &a.id).cmp(&(b.created_ns, &b.id)));
+        let mut recs = self.containers_without(lean)?;
         self.reconcile_all(&mut recs)?;
         Ok(recs)
     }
@@ -63,7 +54,21 @@ impl Db {
     /// process themselves every time they look, like a monitor sampling
     /// every second, and must not take the write lock to do it.
     pub fn containers_brief(&self) -> Result<Vec<ContainerRecord>> {
-        let columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
+        self.containers_without(&[])
+    }
+
+    /// Every container as recorded, oldest first, with the spec and the
+    /// `left_out` columns read as empty.
+    fn containers_without(&self, left_out: &[&str]) -> Result<Vec<ContainerRecord>> {
+        let mut columns = super::containers::COLUMNS.replace(super::containers::SPEC_COLUMN, "''");
+        for column in left_out {
+            let empty = match *column {
+                "labels" => "'{}'",
+                "snapshotter" | "snapshot_key" | "runtime" => "''",
+                _ => "NULL",
+            };
+            columns = replace_column(&columns, column, empty);
+        }
         let mut recs = self.read(|c| {
             let mut stmt = c.prepare_cached(&format!("SELECT {columns} FROM containers"))?;
             let rows = stmt.query_map([], super::containers::from_row)?;
